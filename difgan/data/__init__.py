@@ -1,0 +1,3 @@
+from difgan.data.datamodule import ImageDataModule
+
+__all__ = ["ImageDataModule"]

@@ -1,0 +1,196 @@
+"""GenerativeModule: the one interface every model in the suite implements.
+
+Everything downstream (metrics, sample grids, interpolation, guidance, comparison) calls ``sample`` and
+nothing else, so a new model plugs into all of it at once. The base class also owns what every model needs
+the same way: images-seen counters (Lightning's ``global_step`` counts optimizer steps, which for a GAN is
+not batches), the generator EMA, RNG state in checkpoints, and the non-finite-loss guard.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from difgan.errors import NonFiniteLossError
+from difgan.models.ema import EMA
+
+
+class GenerativeModule(L.LightningModule, abc.ABC):
+    """A LightningModule that trains itself and samples images in [-1, 1].
+
+    Subclasses build their networks, then call ``self.init_ema()``, and implement
+    ``sampling_network()`` (the network that is averaged and used at sampling time) and
+    ``generate(net, n, labels, generator, **options)``.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0, ema: dict | None = None):
+        super().__init__()
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.num_classes = int(num_classes or 0)
+        self.images_seen = 0
+        self.batches_seen = 0
+        self._images_since_ema = 0
+        self._ema_options = dict(ema) if ema else None
+        self.ema: EMA | None = None
+        self._restored_rng: dict | None = None
+        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints by run.py
+
+    # ----------------------------------------------------------------- what subclasses provide
+    @abc.abstractmethod
+    def sampling_network(self) -> nn.Module:
+        """The network that is averaged by the EMA and used to sample (generator, denoiser)."""
+
+    @property
+    @abc.abstractmethod
+    def noise_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the initial noise ``sample`` starts from (z for a GAN, x_T for diffusion)."""
+
+    @abc.abstractmethod
+    def generate(self, net: nn.Module, n: int, labels: Tensor | None, generator: torch.Generator | None,
+                 noise: Tensor | None = None, **options) -> Tensor:
+        """``n`` images from ``net`` (raw or EMA copy of ``sampling_network()``), roughly in [-1, 1].
+
+        ``noise`` (n, *noise_shape), when given, replaces the initial noise draw (interpolation, fixed seeds).
+        """
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Named trainable networks, for parameter counts."""
+        return {"sampling_network": self.sampling_network()}
+
+    # ----------------------------------------------------------------- sampling
+    def init_ema(self) -> None:
+        if self._ema_options:
+            self.ema = EMA(self.sampling_network(), **self._ema_options)
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @contextmanager
+    def sampling_weights(self, use_ema: bool = True) -> Iterator[nn.Module]:
+        """The network to sample with (EMA weights when present), in eval mode for the duration."""
+        net = self.ema.averaged if (use_ema and self.ema is not None) else self.sampling_network()
+        was_training = net.training
+        net.eval()
+        try:
+            yield net
+        finally:
+            net.train(was_training)
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None, *, use_ema: bool = True,
+               generator: torch.Generator | None = None, noise: Tensor | None = None, **options) -> Tensor:
+        """``n`` images of shape ``image_shape`` in [-1, 1]; ``labels`` (n,) for conditional models.
+
+        A conditional model given no labels draws them uniformly; an unconditional one rejects labels.
+        ``noise`` (n, *noise_shape) fixes the initial noise; ``generator`` seeds every random draw.
+        ``options`` are model-specific (e.g. ``sampler``, ``sampling_steps``, ``guidance_scale``).
+        """
+        if noise is not None and tuple(noise.shape) != (n, *self.noise_shape):
+            raise ValueError(f"noise must have shape {(n, *self.noise_shape)}, got {tuple(noise.shape)}")
+        if labels is not None:
+            if not self.is_conditional:
+                raise ValueError(f"{type(self).__name__} is unconditional; it takes no labels")
+            labels = torch.as_tensor(labels, device=self.device).long().reshape(-1)
+            if labels.numel() != n:
+                raise ValueError(f"got {labels.numel()} labels for {n} samples")
+            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(f"labels must lie in [0, {self.num_classes})")
+        elif self.is_conditional:
+            labels = torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
+        with self.sampling_weights(use_ema) as net:
+            images = self.generate(net, n, labels, generator, noise=noise, **options)
+        return images.clamp(-1, 1)
+
+    # ----------------------------------------------------------------- training bookkeeping
+    def check_finite(self, **losses: Tensor) -> None:
+        for name, value in losses.items():
+            if not torch.isfinite(value).all():
+                raise NonFiniteLossError(name, float(value.detach().float().mean()), self.batches_seen,
+                                         self.global_step)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Counted when the batch starts, so the step and every callback after it see it as seen
+        # (callbacks' on_train_batch_end run before the module's).
+        batch_images = int(batch[0].shape[0]) * self.trainer.world_size
+        self.images_seen += batch_images
+        self.batches_seen += 1
+        self._images_since_ema += batch_images
+
+    def update_ema(self) -> None:
+        """Blend the sampling network into its EMA. Called right after the optimizer step (automatically
+        under Lightning's automatic optimization; manual-optimization models call it at the end of their
+        training_step), so a checkpoint written at the end of the batch holds an up-to-date EMA."""
+        if self.ema is not None:
+            self.ema.update(self.sampling_network(), self._images_since_ema, self.images_seen)
+        self._images_since_ema = 0
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.log("train/kimg", self.images_seen / 1000.0, on_step=True, on_epoch=False, rank_zero_only=True)
+
+    def on_fit_start(self) -> None:
+        counts = {f"params/{name}": sum(p.numel() for p in net.parameters())
+                  for name, net in self.networks().items()}
+        for logger in self.loggers:
+            logger.log_hyperparams(counts)
+        if self.trainer.is_global_zero:
+            print("parameters: " + ", ".join(f"{k.split('/')[1]} {v / 1e6:.2f}M" for k, v in counts.items()))
+
+    def on_train_start(self) -> None:
+        if self._restored_rng is not None:
+            _set_rng_state(self._restored_rng)
+            self._restored_rng = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["difgan"] = {
+            "images_seen": self.images_seen,
+            "batches_seen": self.batches_seen,
+            "rng": _get_rng_state(),
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "config": self.run_config,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("difgan", {})
+        self.images_seen = int(state.get("images_seen", 0))
+        self.batches_seen = int(state.get("batches_seen", 0))
+        self._restored_rng = state.get("rng")
+
+
+def _get_rng_state() -> dict:
+    """RNG states as plain tensors, lists and ints, so the checkpoint loads with ``weights_only=True``."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+

@@ -1,0 +1,157 @@
+"""``python -m difgan.run``: compose -> validate -> instantiate -> fit -> final evaluation.
+
+One run writes one folder (Hydra's run dir): config.yaml (resolved), run.json (git commit, seed, command,
+versions), checkpoints/last.ckpt, samples/*.png, logs/metrics.csv, wandb/ and metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from difgan.build import build_datamodule, build_model
+from difgan.callbacks.budget import KimgBudget
+from difgan.callbacks.resources import ResourceMonitor
+from difgan.callbacks.samples import SampleGrid
+from difgan.checkpoint import LAST, resolve_checkpoint
+from difgan.config import validate_run_config
+from difgan.errors import DifganError
+from difgan.loggers import build_loggers, finish_wandb
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@rank_zero_only
+def write_run_metadata(run_dir: Path, cfg: DictConfig) -> None:
+    import lightning
+    import torchvision
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    meta = {"git_commit": git_commit(), "seed": cfg.seed, "command": sys.argv,
+            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                         "lightning": lightning.__version__}}
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """``ckpt_path`` when given (file or run folder); else this run folder's own last.ckpt, which is how a
+    requeued cluster job continues."""
+    if cfg.ckpt_path is not None:
+        return str(resolve_checkpoint(cfg.ckpt_path))
+    own = run_dir / LAST
+    return str(own) if own.is_file() else None
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, datamodule) -> list[L.Callback]:
+    cb = cfg.callbacks
+    ckpt = cb.checkpoint
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True,
+                        save_top_k=-1 if ckpt.get("keep_periodic") else 0,
+                        every_n_train_steps=ckpt.get("every_n_train_steps"),
+                        every_n_epochs=None if ckpt.get("every_n_train_steps") else ckpt.get("every_n_epochs", 1),
+                        filename="{epoch}-{step}"),
+        SampleGrid(run_dir / "samples", cb.samples.every_n_batches, cb.samples.n, cb.samples.use_ema, cfg.seed),
+    ]
+    if cb.get("resources", {}).get("enabled", True):
+        callbacks.append(ResourceMonitor())
+    if cfg.max_kimg is not None:
+        callbacks.append(KimgBudget(cfg.max_kimg))
+    if cfg.get("metrics"):
+        from difgan.metrics import callbacks_from_config
+
+        callbacks += callbacks_from_config(cfg.metrics, datamodule, Path(cfg.paths.cache_dir))
+    return callbacks
+
+
+def train(cfg: DictConfig) -> dict | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+    model = build_model(cfg.model, datamodule.image_shape, datamodule.num_classes)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    ckpt_path = resume_checkpoint(cfg, run_dir)
+    write_run_metadata(run_dir, cfg)
+
+    loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.name}/{run_dir.name}", config=model.run_config)
+    callbacks = build_callbacks(cfg, run_dir, datamodule)
+    overrides = {"max_epochs": -1} if cfg.max_kimg is not None else {}
+    trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=loggers or False,
+                                     callbacks=callbacks, **overrides)
+    results = None
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if cfg.get("metrics"):
+            from difgan.metrics import final_evaluation
+
+            results = final_evaluation(model, datamodule, cfg.metrics, run_dir, Path(cfg.paths.cache_dir))
+    finally:
+        finish_wandb()
+    if trainer.is_global_zero:
+        print_summary(run_dir, trainer, model, callbacks, results)
+    return results
+
+
+def print_summary(run_dir: Path, trainer, model, callbacks, results) -> None:
+    samples = next((c.last_path for c in callbacks if isinstance(c, SampleGrid)), None)
+    lines = [f"done: {model.images_seen} images seen, {model.batches_seen} batches, "
+             f"global_step {trainer.global_step}",
+             f"run folder : {run_dir}",
+             f"checkpoint : {run_dir / LAST}",
+             f"samples    : {samples}",
+             f"CSV logs   : {run_dir / 'logs' / 'metrics.csv'}"]
+    wandb_dir = run_dir / "wandb"
+    if wandb_dir.is_dir():
+        offline = sorted(wandb_dir.glob("offline-run-*"))
+        lines.append(f"W&B        : {offline[-1]} (upload: wandb sync {offline[-1]})" if offline
+                     else f"W&B        : {wandb_dir}")
+    if results:
+        lines.append(f"metrics    : {run_dir / 'metrics.json'}")
+    print("\n".join(lines))
+
+
+TASKS = {"train": train}
+
+
+def run(cfg: DictConfig):
+    hc = HydraConfig.get()
+    validate_run_config(cfg, multirun=hc.mode == RunMode.MULTIRUN,
+                        launcher=str(hc.launcher.get("_target_", "")) if hc.get("launcher") else None)
+    if cfg.task == "train_features":
+        from difgan.metrics import run_task_train_features
+
+        return run_task_train_features(cfg)
+    return TASKS[cfg.task](cfg)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="run")
+def main(cfg: DictConfig):
+    try:
+        return run(cfg)
+    except DifganError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Shared fixtures. Tests run offline: W&B disabled unless a test enables offline mode itself."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+pytest_plugins = ["tests.fixtures.datasets"]
+
+
+@pytest.fixture
+def compose_run():
+    """compose_run(overrides) -> the composed run config, exactly as ``python -m difgan.run`` builds it."""
+
+    def _compose(overrides=()):
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="difgan.conf", version_base="1.3"):
+            return compose(config_name="run", overrides=list(overrides), return_hydra_config=False)
+
+    yield _compose
+    GlobalHydra.instance().clear()
