@@ -22,7 +22,7 @@ from difgan.errors import ConfigError
 
 
 class InMemoryImages(Dataset):
-    """uint8 images (N, C, H, W) and labels held in memory; a list of indices fetches a whole batch at once."""
+    """uint8 images (N, C, H, W) and labels in memory; a list of indices fetches a whole batch at once."""
 
     def __init__(self, images: Tensor, labels: Tensor):
         assert images.dtype == torch.uint8 and images.ndim == 4
@@ -44,10 +44,12 @@ def _batch_passthrough(batch):
 
 
 class PreparedImages(Dataset):
-    """A source dataset read lazily, each image prepared on the fly (for data too large for memory)."""
+    """A source dataset read lazily, each image prepared on the fly (for data too large for memory).
+    Unlabeled sources (``labeled=False``) give label -1 whatever the source returns (None, -1, ...)."""
 
-    def __init__(self, source: Dataset, indices: Tensor, resolution: int, channels: int, center_crop: int | None):
-        self.source, self.indices = source, indices
+    def __init__(self, source: Dataset, indices: Tensor, resolution: int, channels: int,
+                 center_crop: int | str | None, labeled: bool = True):
+        self.source, self.indices, self.labeled = source, indices, labeled
         self.resolution, self.channels, self.center_crop = resolution, channels, center_crop
 
     def __len__(self) -> int:
@@ -55,7 +57,8 @@ class PreparedImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         image, label = self.source[int(self.indices[i])]
-        return to_uint8_chw(image, self.resolution, self.channels, self.center_crop), int(label)
+        image = to_uint8_chw(image, self.resolution, self.channels, self.center_crop)
+        return image, int(label) if self.labeled else -1
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -84,21 +87,41 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, source: str, root: str, resolution: int, channels: int, batch_size: int,
                  num_workers: int = 0, val_fraction: float = 0.0, in_memory: bool = True,
-                 download: bool = False, classes: list[str] | None = None, center_crop: int | None = None,
-                 limit: int | None = None, seed: int = 0, name: str | None = None, **source_options):
+                 download: bool = False, classes: list[str] | None = None,
+                 center_crop: int | str | None = None, limit: int | None = None, seed: int = 0,
+                 name: str | None = None, **source_options):
         super().__init__()
         if source not in SOURCES:
-            raise ConfigError("data.source", f"unknown source {source!r}; valid: {', '.join(sorted(SOURCES))}")
+            raise ConfigError("data.source", f"unknown source {source!r}; valid: "
+                              f"{', '.join(sorted(SOURCES))}")
+        _check_int("data.resolution", resolution, minimum=1)
+        _check_int("data.batch_size", batch_size, minimum=1)
+        _check_int("data.num_workers", num_workers, minimum=0)
+        if limit is not None:
+            _check_int("data.limit", limit, minimum=1)
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ConfigError("data.channels", f"must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) \
+                or not 0 <= val_fraction < 1:
+            raise ConfigError("data.val_fraction", f"must be a number in [0, 1), got {val_fraction!r}")
+        if center_crop is not None and center_crop != "square":
+            _check_int("data.center_crop", center_crop, minimum=1, extra="or 'square' or null")
+        if classes is not None and (isinstance(classes, str) or not hasattr(classes, "__iter__")):
+            raise ConfigError("data.classes", f"must be a list of class names, e.g. [cat, frog], "
+                              f"got {classes!r}")
         self.source, self.root = source, Path(root).expanduser()
         self.name = name or source
         self.resolution, self.channels = int(resolution), int(channels)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.val_fraction, self.in_memory, self.download = float(val_fraction), bool(in_memory), bool(download)
-        self.class_subset = list(classes) if classes else None
+        self.val_fraction, self.in_memory = float(val_fraction), bool(in_memory)
+        self.download = bool(download)
+        # Names compared as strings: Hydra reads data.classes=[3,5] as ints, MNIST's names are "3", "5".
+        self.class_subset = [str(c) for c in classes] if classes else None
         self.center_crop, self.limit, self.seed = center_crop, limit, int(seed)
-        self.source_options = source_options
+        self.source_options = dict(source_options)
         self._splits: dict[str, Dataset] = {}
         self._class_names: list[str] | None = None
+        self._loaded: SourceData | None = None  # the train source read by prepare_data, reused by setup
 
     # ----------------------------------------------------------------- what models need before setup
     @property
@@ -111,26 +134,13 @@ class ImageDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.download:  # download once, on one process; setup() then reads from disk
-            self._load("train")
+            self._loaded = self._load("train")
 
     def setup(self, stage: str | None = None) -> None:
         if "train" in self._splits:
             return
-        data = self._load("train")
-        labels = torch.as_tensor(data.targets, dtype=torch.long) if data.targets is not None else None
-        keep = torch.arange(len(data.dataset))
-        if self.class_subset:
-            if labels is None or not data.classes:
-                raise ConfigError("data.classes", f"{self.source} has no class labels to select from")
-            unknown = [c for c in self.class_subset if c not in data.classes]
-            if unknown:
-                raise ConfigError("data.classes", f"unknown class {unknown[0]!r} for {self.source}; "
-                                  f"valid: {', '.join(data.classes)}")
-            wanted = torch.tensor([data.classes.index(c) for c in self.class_subset])
-            keep = keep[torch.isin(labels, wanted)]
-            self._class_names = list(self.class_subset)
-        else:
-            self._class_names = list(data.classes)
+        data, self._loaded = self._loaded or self._load("train"), None
+        labels, keep, wanted = self._select(data)
         if self.limit is not None:
             keep = keep[: int(self.limit)]
         g = torch.Generator().manual_seed(self.seed)
@@ -138,15 +148,35 @@ class ImageDataModule(L.LightningDataModule):
         n_val = int(round(self.val_fraction * len(keep)))
         index_sets = {"train": keep[n_val:], "val": keep[:n_val]}
         for split, idx in index_sets.items():
-            self._splits[split] = self._materialize(data, idx, labels, wanted if self.class_subset else None)
+            self._splits[split] = self._materialize(data, idx, labels, wanted)
+
+    def _select(self, data: SourceData) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        """(labels, indices kept by ``data.classes``, wanted class indices or None); sets the class names."""
+        labels = torch.as_tensor(data.targets, dtype=torch.long) if data.targets is not None else None
+        keep = torch.arange(len(data.dataset))
+        if not self.class_subset:
+            self._class_names = list(data.classes)
+            return labels, keep, None
+        if labels is None or not data.classes:
+            raise ConfigError("data.classes", f"{self.name} is unlabeled: there are no classes to select; "
+                              "set data.classes=null")
+        unknown = [c for c in self.class_subset if c not in data.classes]
+        if unknown:
+            raise ConfigError("data.classes", f"unknown class {unknown[0]!r} for {self.name}; "
+                              f"valid: {', '.join(data.classes)}")
+        wanted = torch.tensor([data.classes.index(c) for c in self.class_subset])
+        self._class_names = list(self.class_subset)
+        return labels, keep[torch.isin(labels, wanted)], wanted
 
     def _materialize(self, data: SourceData, idx: Tensor, labels: Tensor | None, wanted: Tensor | None):
         remap = None
         if wanted is not None:  # class subsets are relabelled 0..k-1 in the order given
-            remap = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+            size = max(int(labels.max()) if labels.numel() else 0, int(wanted.max())) + 1
+            remap = torch.full((size,), -1, dtype=torch.long)
             remap[wanted] = torch.arange(len(wanted))
         if not self.in_memory:
-            ds = PreparedImages(data.dataset, idx, self.resolution, self.channels, self.center_crop)
+            ds = PreparedImages(data.dataset, idx, self.resolution, self.channels, self.center_crop,
+                                labeled=labels is not None)
             return ds if remap is None else _Relabelled(ds, remap)
         images = prepare_images(data, idx, self.resolution, self.channels, self.center_crop,
                                 desc=f"loading {self.name}")
@@ -168,10 +198,15 @@ class ImageDataModule(L.LightningDataModule):
         return list(self._class_names)
 
     def split(self, name: str) -> Dataset:
-        """The prepared ``train`` or ``val`` split (items: uint8 image, label)."""
+        """The prepared ``train`` or ``val`` split, or the source's held-out ``test`` split (read on first
+        use; same classes, relabelling, resolution and channels). Items: (uint8 image, label)."""
         self.setup()
+        if name == "test" and "test" not in self._splits:
+            data = self._load("test")
+            labels, keep, wanted = self._select(data)
+            self._splits["test"] = self._materialize(data, keep, labels, wanted)
         if name not in self._splits:
-            raise ConfigError("split", f"unknown split {name!r}; valid: {', '.join(self._splits)}")
+            raise ConfigError("split", f"unknown split {name!r}; valid: train, val, test")
         return self._splits[name]
 
     # ----------------------------------------------------------------- loaders
@@ -198,6 +233,12 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         return to_signed_float(images), labels
+
+
+def _check_int(key: str, value, minimum: int, extra: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(key, f"must be {what}{' ' + extra if extra else ''}, got {value!r}")
 
 
 def to_signed_float(images: Tensor) -> Tensor:

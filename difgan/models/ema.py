@@ -12,10 +12,18 @@ import torch
 from torch import nn
 
 
-def decay_for_batch(batch_images: int, half_life_kimg: float | None, decay: float | None) -> float:
-    """The EMA decay for one update that saw ``batch_images`` images (all ranks together)."""
+def decay_for_batch(batch_images: int, half_life_kimg: float | None, decay: float | None,
+                    images_seen: int = 0, rampup: float | None = None) -> float:
+    """The EMA decay for one update that saw ``batch_images`` images (all ranks together).
+
+    With ``rampup`` (StyleGAN2 uses 0.05) the half-life is at most ``rampup * images_seen``, so early in
+    training the average follows the network instead of holding on to its random initialisation.
+    """
     if half_life_kimg is not None:
-        return 0.5 ** (batch_images / (half_life_kimg * 1000.0))
+        half_life = half_life_kimg * 1000.0
+        if rampup is not None:
+            half_life = min(half_life, rampup * images_seen)
+        return 0.5 ** (batch_images / max(half_life, 1e-8))
     if decay is not None:
         return decay
     raise ValueError("EMA needs half_life_kimg or decay")
@@ -30,20 +38,20 @@ class EMA(nn.Module):
     """
 
     def __init__(self, net: nn.Module, half_life_kimg: float | None = None, decay: float | None = None,
-                 start_kimg: float = 0.0):
+                 rampup: float | None = None, start_kimg: float = 0.0):
         super().__init__()
         if (half_life_kimg is None) == (decay is None):
             raise ValueError("EMA needs exactly one of half_life_kimg or decay")
         self.half_life_kimg = half_life_kimg
         self.decay = decay
-        self.start_kimg = start_kimg
+        self.rampup, self.start_kimg = rampup, start_kimg
         self.averaged = copy.deepcopy(net).requires_grad_(False).eval()
 
     @torch.no_grad()
     def update(self, net: nn.Module, batch_images: int, images_seen: int) -> None:
         """Blend ``net`` into the average; before ``start_kimg`` the average just copies ``net``."""
         d = 0.0 if images_seen < self.start_kimg * 1000 else decay_for_batch(
-            batch_images, self.half_life_kimg, self.decay)
+            batch_images, self.half_life_kimg, self.decay, images_seen, self.rampup)
         avg_params = list(self.averaged.parameters())
         params = [p.detach() for p in net.parameters()]
         torch._foreach_lerp_(avg_params, params, 1.0 - d)

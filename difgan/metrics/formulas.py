@@ -1,0 +1,148 @@
+"""The metric formulas on feature arrays: FID, KID, IS, and improved precision/recall.
+
+Each function takes features (or logits) that were already extracted, so it can be checked against a
+direct numpy computation and reused for any feature space. Libraries do the work where they serve:
+FID through torch-fidelity's ``fid_statistics_to_metric`` (the TTUR formula), the KID estimator through
+torchmetrics' ``poly_mmd``, IS through torch-fidelity's ``isc_features_to_metric``. Precision/recall
+(Kynkäänniemi et al. 2019), which torchmetrics lacks and torch-fidelity swaps when its inputs are swapped,
+is written here, batched so 50,000 x 50,000 neighbourhoods never live in memory at once.
+
+Arguments that compare two sets are keyword-only and named ``real`` and ``fake`` so they cannot be swapped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_fidelity.metric_fid import fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torchmetrics.image.kid import poly_mmd
+
+# ----------------------------------------------------------------------------------------------- FID
+
+
+def feature_statistics(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance (``np.cov``'s n - 1) of (n, d) features, in float64."""
+    x = torch.as_tensor(features).double()
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"need (n >= 2, d) features, got shape {tuple(x.shape)}")
+    mu = x.mean(0)
+    xc = x - mu
+    sigma = xc.T @ xc / (x.shape[0] - 1)
+    return mu.cpu().numpy(), sigma.cpu().numpy()
+
+
+def fid_from_statistics(*, real: tuple[np.ndarray, np.ndarray], fake: tuple[np.ndarray, np.ndarray]) -> float:
+    """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) from (mu, sigma) pairs."""
+    stat_r = {"mu": np.asarray(real[0], np.float64), "sigma": np.asarray(real[1], np.float64)}
+    stat_f = {"mu": np.asarray(fake[0], np.float64), "sigma": np.asarray(fake[1], np.float64)}
+    return float(fid_statistics_to_metric(stat_r, stat_f, verbose=False)["frechet_inception_distance"])
+
+
+def fid(*, real: Tensor, fake: Tensor) -> float:
+    """FID between two (n, d) feature arrays."""
+    return fid_from_statistics(real=feature_statistics(real), fake=feature_statistics(fake))
+
+
+# ----------------------------------------------------------------------------------------------- KID
+
+
+def kid_subset_indices(n_real: int, n_fake: int, subsets: int, subset_size: int,
+                       seed: int = 0) -> list[tuple[Tensor, Tensor]]:
+    """The (real, fake) index subsets KID averages over: ``subsets`` draws of ``subset_size`` without
+    replacement, from a generator seeded with ``seed`` (so a KID can be recomputed exactly)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return [(torch.randperm(n_real, generator=g)[:subset_size], torch.randperm(n_fake, generator=g)[:subset_size])
+            for _ in range(subsets)]
+
+
+def kid(*, real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, degree: int = 3,
+        gamma: float | None = None, coef0: float = 1.0, seed: int = 0) -> tuple[float, float, int]:
+    """KID: the unbiased MMD^2 with the kernel (gamma x.y + coef0)^degree (gamma = 1/d by default),
+    averaged over random subsets. Returns (mean, standard deviation over subsets (ddof 0, as torch-fidelity),
+    the subset size used: ``subset_size`` capped at the smaller set, never above n)."""
+    n_real, n_fake = real.shape[0], fake.shape[0]
+    size = min(int(subset_size), n_real, n_fake)
+    if size < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, got {n_real} real and {n_fake} fake")
+    real, fake = real.double(), fake.double()
+    values = []
+    for idx_r, idx_f in kid_subset_indices(n_real, n_fake, int(subsets), size, seed):
+        idx_r, idx_f = idx_r.to(real.device), idx_f.to(fake.device)
+        values.append(poly_mmd(real[idx_r], fake[idx_f], degree=degree, gamma=gamma, coef=coef0))
+    v = torch.stack(values).cpu()
+    return float(v.mean()), float(v.std(unbiased=False)) if len(v) > 1 else 0.0, size
+
+
+# ----------------------------------------------------------------------------------------------- IS
+
+
+def inception_score(logits: Tensor, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) per split of consecutive samples; (mean, std over splits).
+
+    ``logits`` are pre-softmax class scores (for Inception-v3, torch-fidelity's ``logits_unbiased``).
+    Samples are split in the order given (no shuffling): generate them i.i.d.
+    """
+    splits = max(1, min(int(splits), logits.shape[0]))
+    out = isc_features_to_metric(logits.detach().cpu().float(), splits=splits, shuffle=False)
+    return float(out["inception_score_mean"]), float(out["inception_score_std"])
+
+
+# ----------------------------------------------------------------------------------------------- precision / recall
+
+
+def _sq_dists(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
+    return (a_sq[:, None] + b_sq[None, :] - 2.0 * (a @ b.T)).clamp_min_(0)
+
+
+def knn_radii(x: Tensor, k: int = 3, block: int = 4096) -> Tensor:
+    """Squared distance from each row of ``x`` to its k-th nearest other row (itself excluded).
+
+    Runs over (block x block) tiles and keeps a running top-(k+1), so memory is O(block^2), not O(n^2).
+    """
+    n = x.shape[0]
+    if n <= k:
+        raise ValueError(f"k={k} nearest neighbours need more than {k} samples, got {n}")
+    sq = x.pow(2).sum(1)
+    out = torch.empty(n, dtype=x.dtype, device=x.device)
+    for i in range(0, n, block):
+        rows = x[i:i + block]
+        best = torch.full((rows.shape[0], k + 1), math.inf, dtype=x.dtype, device=x.device)
+        for j in range(0, n, block):
+            d = _sq_dists(rows, x[j:j + block], sq[i:i + block], sq[j:j + block])
+            best = torch.cat([best, d], 1).topk(k + 1, dim=1, largest=False).values
+        out[i:i + block] = best[:, k]  # entry 0 is the point itself (distance 0)
+    return out
+
+
+def _inside_any_ball(query: Tensor, centers: Tensor, radii_sq: Tensor, block: int) -> Tensor:
+    """For each query row: is it within radius of at least one center (distance <= that center's radius)?"""
+    q_sq, c_sq = query.pow(2).sum(1), centers.pow(2).sum(1)
+    inside = torch.zeros(query.shape[0], dtype=torch.bool, device=query.device)
+    for i in range(0, query.shape[0], block):
+        hit = torch.zeros(min(block, query.shape[0] - i), dtype=torch.bool, device=query.device)
+        for j in range(0, centers.shape[0], block):
+            d = _sq_dists(query[i:i + block], centers[j:j + block], q_sq[i:i + block], c_sq[j:j + block])
+            hit |= (d <= radii_sq[None, j:j + block]).any(1)
+            if bool(hit.all()):
+                break
+        inside[i:i + block] = hit
+    return inside
+
+
+def precision_recall(*, real: Tensor, fake: Tensor, k: int = 3, block: int = 4096,
+                     dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour manifolds.
+
+    precision: fraction of ``fake`` samples inside the real manifold (the union of balls around each real
+    sample reaching its k-th nearest real neighbour); recall: fraction of ``real`` samples inside the fake
+    manifold. Ties count as inside (distance <= radius), as in the paper's code.
+    """
+    real, fake = real.to(dtype), fake.to(dtype)
+    r_real, r_fake = knn_radii(real, k, block), knn_radii(fake, k, block)
+    precision = _inside_any_ball(fake, real, r_real, block).float().mean().item()
+    recall = _inside_any_ball(real, fake, r_fake, block).float().mean().item()
+    return {"precision": precision, "recall": recall}
