@@ -9,6 +9,7 @@ Small datasets are held in memory and served a whole batch per index lookup.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import lightning as L
@@ -94,6 +95,11 @@ class ImageDataModule(L.LightningDataModule):
         if source not in SOURCES:
             raise ConfigError("data.source", f"unknown source {source!r}; valid: "
                               f"{', '.join(sorted(SOURCES))}")
+        allowed = set(inspect.signature(SOURCES[source]).parameters) - {"root", "split", "download"}
+        for key in source_options:
+            if key not in allowed:
+                raise ConfigError(f"data.{key}", f"not an option of source {source!r}; its options: "
+                                  f"{', '.join(sorted(allowed)) or 'none'}")
         _check_int("data.resolution", resolution, minimum=1)
         _check_int("data.batch_size", batch_size, minimum=1)
         _check_int("data.num_workers", num_workers, minimum=0)

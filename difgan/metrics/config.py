@@ -25,7 +25,7 @@ class MetricsError(DifganError):
 @dataclass
 class DomainNetSettings:
     train_kimg: float = 30.0      # training budget in thousands of images
-    batch_size: int = 128
+    batch_size: int = 256
     lr: float = 2e-3
     width: int = 16               # channels of the first conv (doubled in the second)
     feature_dim: int = 128        # dimension of the penultimate features the metrics use

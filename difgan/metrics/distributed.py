@@ -50,3 +50,31 @@ def broadcast_flag(value: bool) -> bool:
 def barrier() -> None:
     if world()[1] > 1:
         dist.barrier()
+
+
+def my_chunks(n: int, chunk: int, rank: int | None = None, size: int | None = None) -> list[tuple[int, int]]:
+    """The (start, end) ranges of ``n`` items in chunks of ``chunk`` that this rank handles (round-robin).
+
+    The chunking depends only on ``n`` and ``chunk``, never on the number of ranks, so the items (and the
+    random seeds tied to chunk numbers) are the same in one process and under DDP.
+    """
+    if rank is None or size is None:
+        rank, size = world()
+    starts = range(0, n, chunk)
+    return [(s, min(n, s + chunk)) for k, s in enumerate(starts) if k % size == rank]
+
+
+def gather_chunks(local: Tensor, n: int, chunk: int) -> Tensor:
+    """Reassemble the rows each rank produced for its ``my_chunks(n, chunk)`` (concatenated in that order)
+    into all ``n`` rows in global order, on every rank."""
+    rank, size = world()
+    if size == 1:
+        return local.cpu()
+    parts = gather_rows(local)
+    out = torch.empty((n, *local.shape[1:]), dtype=local.dtype)
+    for r, part in enumerate(parts):
+        offset = 0
+        for s, e in my_chunks(n, chunk, r, size):
+            out[s:e] = part[offset:offset + e - s]
+            offset += e - s
+    return out

@@ -267,6 +267,7 @@ def test_celeba_download_needs_gdown(compose_run, tmp_path):
     ("+data.center_crop=0", "data.center_crop"),
     ("data.classes=cat", "data.classes"),
     ("data.source=imagenet", "data.source"),
+    ("+data.train_split=train", "data.train_split"),  # an STL10/CelebA option, not CIFAR-10's
 ])
 def test_impossible_values_name_their_key(compose_run, tmp_path, override, key):
     cfg = compose_run(["data=cifar10", f"paths.data_dir={tmp_path}", override])
