@@ -8,7 +8,8 @@ change the score without touching the samplers; a hook that needs gradients wrap
 ``torch.enable_grad()``. The samplers do not turn gradients off themselves (callers that only sample use
 ``torch.no_grad()``; fine-tuning methods may backpropagate through a chain).
 
-Randomness: every draw (per-step noise) uses ``generator`` when given, on x_T's device. A step adds noise
+Randomness: every draw (per-step noise) uses ``generator`` when given (on the generator's device, then moved
+to x_T's, so a CPU generator can seed a GPU run). A step adds noise
 only when it has noise to add (DDPM: t > 0; DDIM: eta > 0 and not the last step), so DDIM with eta=1 on all
 T steps consumes the same random numbers as DDPM with ``sigma="posterior"`` and returns the same images.
 
@@ -17,7 +18,8 @@ Timesteps are 0-based (see ``schedules``). DDIM timestep spacings, for S steps o
   S = T is every step;
 - ``leading``: 0, c, 2c, ... with c = T // S (Song et al.'s "uniform"; starts below T-1);
 - ``trailing``: T-1, T-1-c, ..., evenly spaced down from the noisiest step (Lin et al. 2024);
-- ``quadratic``: round(linspace(0, sqrt(0.8 T), S)^2) (Song et al.'s CIFAR-10 choice).
+- ``quadratic``: round(linspace(0, sqrt(0.8 T), S)^2) (Song et al.'s CIFAR-10 choice), each step moved up
+  to one past its predecessor where rounding would repeat it (many steps near t = 0).
 """
 
 from __future__ import annotations
@@ -133,7 +135,9 @@ def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "linspace") ->
     elif spacing == "trailing":
         ts = np.round(np.arange(T, 0, -T / steps)) - 1
     elif spacing == "quadratic":
-        ts = np.round(np.linspace(0, np.sqrt(T * 0.8), steps) ** 2)
+        ts = np.round(np.linspace(0, np.sqrt(T * 0.8), steps) ** 2).astype(np.int64)
+        for i in range(1, len(ts)):
+            ts[i] = max(ts[i], ts[i - 1] + 1)
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
     out = sorted(int(v) for v in ts)

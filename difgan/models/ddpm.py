@@ -100,8 +100,10 @@ class DDPM(GenerativeModule):
         self.lr, self.adam_betas, self.weight_decay = float(lr), tuple(betas), float(weight_decay)
         self.warmup_kimg, self.grad_clip = float(warmup_kimg), (float(grad_clip) if grad_clip else None)
         self.cond_drop_prob = float(cond_drop_prob)
-        self.sampling_defaults = self._check_sampling({**SAMPLING_DEFAULTS, **(dict(sampling) if sampling else {})},
-                                                      prefix="model.sampling.", error=ConfigError)
+        defaults = {**SAMPLING_DEFAULTS, **(dict(sampling) if sampling else {})}
+        if isinstance(defaults["sampling_steps"], int) and defaults["sampling_steps"] > timesteps:
+            defaults["sampling_steps"] = timesteps  # the default step count is capped at T
+        self.sampling_defaults = self._check_sampling(defaults, prefix="model.sampling.", error=ConfigError)
         self.init_ema()
 
     def _build_unet(self, channels: int, resolution: int) -> UNet:

@@ -1,0 +1,101 @@
+"""``python -m difgan.evaluate ckpt_path=... n=50000 metrics=[fid,kid,is,pr]``: metrics of a checkpoint.
+
+Generates with EMA weights by default, writes ``metrics.json`` (numbers + protocol) and prints a table.
+Under ``torchrun --nproc_per_node=K -m difgan.evaluate ...`` each rank generates and extracts its share and
+the numbers equal the single-process ones. Settings not given here come from the run's own ``metrics``
+config, stored in the checkpoint. See README "Metrics".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from difgan.errors import ConfigError, DifganError
+
+OVERRIDABLE = ("feature_space", "batch_size", "seed", "reference_split", "inception_weights")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _init_distributed(device: torch.device) -> bool:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return True
+    return False
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    from difgan.build import build_datamodule
+    from difgan.checkpoint import load_generative_module, resolve_checkpoint
+    from difgan.metrics.config import settings_from_config, validate_metric_names
+    from difgan.metrics.distributed import world
+    from difgan.metrics.evaluation import Evaluator, format_table, write_metrics_json
+
+    try:
+        ckpt = resolve_checkpoint(cfg.ckpt_path)
+    except MissingMandatoryValue:
+        raise ConfigError("ckpt_path", "give a checkpoint file or run folder: ckpt_path=...") from None
+    metrics = validate_metric_names(cfg.metrics, "metrics")
+    if not metrics:
+        raise ConfigError("metrics", "name at least one of fid, kid, is, pr")
+    if not isinstance(cfg.n, int) or cfg.n < 2:
+        raise ConfigError("n", f"must be an integer >= 2, got {cfg.n!r}")
+    device = pick_device(str(cfg.device))
+    started_dist = _init_distributed(device)
+    try:
+        module, run_cfg = load_generative_module(ckpt, map_location=device)
+        run_metrics = run_cfg.get("metrics") or {}
+        merged = OmegaConf.to_container(run_metrics, resolve=True) if isinstance(run_metrics, DictConfig) \
+            else dict(run_metrics)
+        for key in OVERRIDABLE:
+            if cfg.get(key) is not None:
+                merged[key] = cfg.get(key)
+        settings = settings_from_config(merged)
+        data_cfg = run_cfg.data
+        if cfg.get("data_root"):
+            data_cfg = OmegaConf.merge(data_cfg, {"root": str(cfg.data_root)})
+        datamodule = build_datamodule(data_cfg, seed=0)
+        evaluator = Evaluator(datamodule, settings, Path(cfg.paths.cache_dir), metrics,
+                              settings.spaces_for(datamodule.source), n_real=cfg.n_real or cfg.n)
+        options = OmegaConf.to_container(cfg.sample_options, resolve=True) if cfg.sample_options else {}
+        result = evaluator.run(module, int(cfg.n), bool(cfg.use_ema), options)
+        result["protocol"]["checkpoint"] = str(ckpt)
+        if world()[0] == 0:
+            out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+            write_metrics_json(result, out)
+            print(format_table(result))
+            print(f"metrics.json -> {out}")
+        return result
+    finally:
+        if started_dist:
+            dist.destroy_process_group()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig):
+    try:
+        return evaluate_checkpoint(cfg)
+    except DifganError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
