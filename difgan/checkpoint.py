@@ -3,8 +3,6 @@ plain containers)."""
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -28,18 +26,34 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a difgan checkpoint with ``weights_only=True``; clear errors for corrupt or foreign files."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """Load a difgan checkpoint with ``weights_only=True``; clear errors for corrupt or foreign files.
+    ``mmap=True`` maps tensors from the file instead of reading them (a cheap check before a full load)."""
     p = resolve_checkpoint(path)
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError, pickle.UnpicklingError) as e:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - zipfile, EOF, unpickling, key and decode errors alike: unreadable
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {p}: corrupt, truncated, or holds objects that are "
                               f"not allowed with weights_only=True ({first})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt.get("difgan", {}):
         raise CheckpointError(f"{p} is not a difgan checkpoint (no state_dict or difgan run config)")
     return ckpt
+
+
+def check_compatible(ckpt: dict, module: torch.nn.Module, path: str | Path) -> None:
+    """A checkpoint's weights must fit ``module``: same parameter and buffer names and shapes."""
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    if want == have:
+        return
+    trained_as = (ckpt["difgan"].get("config") or {}).get("model", {}).get("_target_", "another model")
+    missing, unexpected = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    shapes = [f"{k} {have[k]} vs {want[k]}" for k in sorted(want.keys() & have.keys()) if want[k] != have[k]]
+    detail = "; ".join(f"{what} {items[:3]}" for what, items in
+                       (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items)
+    raise CheckpointError(f"checkpoint {path} does not fit this run's model (it was trained as {trained_as} "
+                          f"with its own model/data settings): {detail}")
 
 
 def load_generative_module(path: str | Path, map_location: str | torch.device = "cpu"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 import torch
 import torch.distributed as dist
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -88,7 +89,26 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
             dist.destroy_process_group()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+def register_configs() -> None:
+    """evaluate.yaml through Hydra's ConfigStore (as ``difgan_evaluate``, with ``paths/default.yaml`` inlined
+    in place of its defaults list), not through the ``conf`` folder: there ``metrics`` is a config group of
+    the run config, which would make ``metrics=[fid,kid]`` a group override; here it is the plain list the
+    command line promises. ``config_path`` below names a folder without a ``metrics`` subfolder (with None,
+    Hydra may search the calling package, where ``difgan/metrics/`` would again look like a group). Nothing
+    else is registered, so other Hydra apps in the same process are unaffected."""
+    node = OmegaConf.load(CONF / "evaluate.yaml")
+    node.pop("defaults", None)
+    node = OmegaConf.merge({"paths": OmegaConf.load(CONF / "paths" / "default.yaml")}, node)
+    ConfigStore.instance().store(name="difgan_evaluate", node=node)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF / "paths"), config_name="difgan_evaluate")
 def main(cfg: DictConfig):
     try:
         return evaluate_checkpoint(cfg)

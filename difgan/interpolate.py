@@ -66,8 +66,8 @@ def resolve_space(module, space: str) -> str:
             return "w"
         return "noise" if tuple(module.noise_shape) == tuple(module.image_shape) else "z"
     if space == "w" and not has_w:
-        raise ConfigError("space", f"{type(module).__name__} has no mapping network (map_latent/sample_from_w);"
-                          " use space=z")
+        raise ConfigError("space", f"{type(module).__name__} has no mapping network "
+                          "(map_latent/sample_from_w); use space=z")
     return space
 
 
@@ -102,8 +102,8 @@ def interpolate(module, rows: int = 4, steps: int = 7, space: str = "auto", meth
         z2 = torch.randn(module.noise_shape, generator=g)
         row_lab = None if lab is None else lab[r * steps:(r + 1) * steps]
         if space == "w":
-            w1, w2 = (module.map_latent(z.unsqueeze(0).to(device), None if row_lab is None else row_lab[:1])[0]
-                      for z in (z1, z2))
+            first_label = None if row_lab is None else row_lab[:1]
+            w1, w2 = (module.map_latent(z.unsqueeze(0).to(device), first_label)[0] for z in (z1, z2))
             w2 = limit_distance(w1, w2, max_distance)
             path = (lerp if method == "lerp" else slerp)(w1, w2, t.to(device))
             images = module.sample_from_w(path, row_lab, **options)
@@ -114,7 +114,8 @@ def interpolate(module, rows: int = 4, steps: int = 7, space: str = "auto", meth
             images = module.sample(steps, row_lab, use_ema=use_ema, noise=path, generator=gen, **options)
         strips.append(images.clamp(-1, 1).cpu())
     info = {"space": space, "method": method, "rows": rows, "steps": steps, "max_distance": max_distance,
-            "seed": seed, "sample_options": options, "weights": "ema" if use_ema and module.ema is not None else "raw"}
+            "seed": seed, "sample_options": options,
+            "weights": "ema" if use_ema and module.ema is not None else "raw"}
     return torch.stack(strips), info
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -17,18 +18,25 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from difgan.build import build_datamodule, build_model
 from difgan.callbacks.budget import KimgBudget
+from difgan.callbacks.checkpoint import LastCheckpoint
 from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
-from difgan.checkpoint import LAST, resolve_checkpoint
+from difgan.checkpoint import LAST, check_compatible, load_checkpoint, resolve_checkpoint
 from difgan.config import validate_run_config
-from difgan.errors import DifganError
+from difgan.errors import ConfigError, DifganError
 from difgan.loggers import build_loggers, finish_wandb
+
+# The EMA copy of the sampling network is kept in eval mode on purpose; Lightning warns about any such module.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+# GANs step their optimizers by hand; a checkpoint written at the end of a batch holds the weights after that
+# batch's steps, consistent with the counters, which is what resuming needs (Lightning warns at every save).
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization",
+                        category=UserWarning)
 
 
 def git_commit() -> str | None:
@@ -53,30 +61,44 @@ def write_run_metadata(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
 
 
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+def resume_checkpoint(cfg: DictConfig, run_dir: Path, model) -> str | None:
     """``ckpt_path`` when given (file or run folder); else this run folder's own last.ckpt, which is how a
-    requeued cluster job continues."""
+    requeued cluster job continues. The file is checked before Lightning reads it, so a corrupt, foreign or
+    unsafe file (anything beyond tensors and plain containers) or another model's checkpoint stops the run
+    with one line."""
     if cfg.ckpt_path is not None:
-        return str(resolve_checkpoint(cfg.ckpt_path))
-    own = run_dir / LAST
-    return str(own) if own.is_file() else None
+        path = resolve_checkpoint(cfg.ckpt_path)
+    elif (run_dir / LAST).is_file():
+        path = run_dir / LAST
+    else:
+        return None
+    check_compatible(load_checkpoint(path, mmap=True), model, path)
+    return str(path)
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, datamodule) -> list[L.Callback]:
     cb = cfg.callbacks
     ckpt = cb.checkpoint
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True,
+        LastCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True,
                         save_top_k=-1 if ckpt.get("keep_periodic") else 0,
                         every_n_train_steps=ckpt.get("every_n_train_steps"),
-                        every_n_epochs=None if ckpt.get("every_n_train_steps") else ckpt.get("every_n_epochs", 1),
+                        every_n_epochs=None if ckpt.get("every_n_train_steps")
+                        else ckpt.get("every_n_epochs", 1),
                         filename="{epoch}-{step}"),
-        SampleGrid(run_dir / "samples", cb.samples.every_n_batches, cb.samples.n, cb.samples.use_ema, cfg.seed),
+        SampleGrid(run_dir / "samples", cb.samples.every_n_batches, cb.samples.n, cb.samples.use_ema,
+                   cfg.seed),
     ]
     if cb.get("resources", {}).get("enabled", True):
         callbacks.append(ResourceMonitor())
     if cfg.max_kimg is not None:
         callbacks.append(KimgBudget(cfg.max_kimg))
+    # Any further Lightning callbacks, by name: ++callbacks.extra.<name>._target_=pkg.Class (+ its arguments)
+    for name, node in (cb.get("extra") or {}).items():
+        try:
+            callbacks.append(instantiate(node))
+        except Exception as e:  # noqa: BLE001 - reported as a config error naming the key
+            raise ConfigError(f"callbacks.extra.{name}", f"{type(e).__name__}: {e}") from None
     if cfg.get("metrics"):
         from difgan.metrics import callbacks_from_config
 
@@ -90,10 +112,11 @@ def train(cfg: DictConfig) -> dict | None:
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     model = build_model(cfg.model, datamodule.image_shape, datamodule.num_classes)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    ckpt_path = resume_checkpoint(cfg, run_dir)
+    ckpt_path = resume_checkpoint(cfg, run_dir, model)
     write_run_metadata(run_dir, cfg)
 
-    loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.name}/{run_dir.name}", config=model.run_config)
+    loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.name}/{run_dir.name}",
+                            config=model.run_config)
     callbacks = build_callbacks(cfg, run_dir, datamodule)
     overrides = {"max_epochs": -1} if cfg.max_kimg is not None else {}
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=loggers or False,

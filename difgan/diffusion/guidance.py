@@ -20,8 +20,9 @@ __all__ = ["EpsFn", "Guidance", "denoiser_eps_fn"]
 Denoiser = Callable[..., Tensor]  # net(x_t, t, labels) -> eps; labels None or containing the null class
 
 
-def denoiser_eps_fn(net: Denoiser, labels: Tensor | None = None, guidance_scale: float = 1.0,
-                    null_label: int | None = None) -> EpsFn:
+def denoiser_eps_fn(
+    net: Denoiser, labels: Tensor | None = None, guidance_scale: float = 1.0, null_label: int | None = None
+) -> EpsFn:
     """``eps_fn`` for ``net`` conditioned on ``labels``; with ``guidance_scale != 1`` the conditional and
     the unconditional (``null_label``) predictions come from one batched forward pass of 2B samples."""
     if labels is None or guidance_scale == 1.0:

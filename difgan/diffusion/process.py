@@ -21,19 +21,28 @@ def q_mean_variance(schedule: NoiseSchedule, x0: Tensor, t: Tensor) -> tuple[Ten
     return mean, var.expand_as(mean)
 
 
-def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+def q_sample(
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    t: Tensor,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Draw x_t ~ q(x_t | x_0) for each sample's own t; ``noise`` (the eps of the loss) may be given."""
     if noise is None:
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-    return (schedule.extract("sqrt_alphas_cumprod", t, x0.ndim, x0.dtype) * x0
-            + schedule.extract("sqrt_one_minus_alphas_cumprod", t, x0.ndim, x0.dtype) * noise)
+    return (
+        schedule.extract("sqrt_alphas_cumprod", t, x0.ndim, x0.dtype) * x0
+        + schedule.extract("sqrt_one_minus_alphas_cumprod", t, x0.ndim, x0.dtype) * noise
+    )
 
 
 def q_posterior(schedule: NoiseSchedule, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
-    mean = (schedule.extract("posterior_mean_coef1", t, xt.ndim, xt.dtype) * x0
-            + schedule.extract("posterior_mean_coef2", t, xt.ndim, xt.dtype) * xt)
+    mean = (
+        schedule.extract("posterior_mean_coef1", t, xt.ndim, xt.dtype) * x0
+        + schedule.extract("posterior_mean_coef2", t, xt.ndim, xt.dtype) * xt
+    )
     var = schedule.extract("posterior_variance", t, xt.ndim, xt.dtype)
     log_var = schedule.extract("posterior_log_variance_clipped", t, xt.ndim, xt.dtype)
     return mean, var.expand_as(mean), log_var.expand_as(mean)
@@ -41,17 +50,24 @@ def q_posterior(schedule: NoiseSchedule, x0: Tensor, xt: Tensor, t: Tensor) -> t
 
 def predict_x0_from_eps(schedule: NoiseSchedule, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
     """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-    return (schedule.extract("sqrt_recip_alphas_cumprod", t, xt.ndim, xt.dtype) * xt
-            - schedule.extract("sqrt_recipm1_alphas_cumprod", t, xt.ndim, xt.dtype) * eps)
+    return (
+        schedule.extract("sqrt_recip_alphas_cumprod", t, xt.ndim, xt.dtype) * xt
+        - schedule.extract("sqrt_recipm1_alphas_cumprod", t, xt.ndim, xt.dtype) * eps
+    )
 
 
 def predict_eps_from_x0(schedule: NoiseSchedule, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
     """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t), the inverse of ``predict_x0_from_eps``."""
-    return ((schedule.extract("sqrt_recip_alphas_cumprod", t, xt.ndim, xt.dtype) * xt - x0)
-            / schedule.extract("sqrt_recipm1_alphas_cumprod", t, xt.ndim, xt.dtype))
+    return (schedule.extract("sqrt_recip_alphas_cumprod", t, xt.ndim, xt.dtype) * xt - x0) / schedule.extract(
+        "sqrt_recipm1_alphas_cumprod", t, xt.ndim, xt.dtype
+    )
 
 
-def sample_timesteps(batch_size: int, num_timesteps: int, device: torch.device | str | None = None,
-                     generator: torch.Generator | None = None) -> Tensor:
+def sample_timesteps(
+    batch_size: int,
+    num_timesteps: int,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """One uniformly drawn timestep per sample (seed 004's lesson: per sample, never one per batch)."""
     return torch.randint(0, num_timesteps, (batch_size,), device=device, generator=generator)

@@ -8,10 +8,10 @@ change the score without touching the samplers; a hook that needs gradients wrap
 ``torch.enable_grad()``. The samplers do not turn gradients off themselves (callers that only sample use
 ``torch.no_grad()``; fine-tuning methods may backpropagate through a chain).
 
-Randomness: every draw (per-step noise) uses ``generator`` when given (on the generator's device, then moved
-to x_T's, so a CPU generator can seed a GPU run). A step adds noise
-only when it has noise to add (DDPM: t > 0; DDIM: eta > 0 and not the last step), so DDIM with eta=1 on all
-T steps consumes the same random numbers as DDPM with ``sigma="posterior"`` and returns the same images.
+Randomness: every draw (per-step noise) uses ``generator`` when given (on the generator's device, then
+moved to x_T's, so a CPU generator can seed a GPU run). A step draws noise only when it adds noise (DDPM:
+t > 0; DDIM: eta > 0 and not the last step), so DDIM with eta=1 on all T steps consumes the same random
+numbers as DDPM with ``sigma="posterior"`` and returns the same images.
 
 Timesteps are 0-based (see ``schedules``). DDIM timestep spacings, for S steps out of T:
 - ``linspace`` (default): round(linspace(0, T-1, S)): starts at the noisiest step T-1, ends at 0, and for
@@ -45,7 +45,8 @@ SPACINGS = ("linspace", "leading", "trailing", "quadratic")
 @dataclass
 class Trajectory:
     """Snapshots of a sampling run. ``timesteps[i]`` is the 0-based t of ``xs[i]`` (the first entry is x_T;
-    -1 marks the final x_0); ``x0_preds[i]`` is the network's estimate of x_0 made at ``pred_timesteps[i]``."""
+    -1 marks the final x_0); ``x0_preds[i]`` is the network's estimate of x_0 made at
+    ``pred_timesteps[i]``."""
 
     timesteps: list[int] = field(default_factory=list)
     xs: list[Tensor] = field(default_factory=list)
@@ -57,7 +58,9 @@ class Trajectory:
         return torch.stack(self.xs)
 
 
-def apply_guidance(guidance: Guidance | Sequence[Guidance] | None, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+def apply_guidance(
+    guidance: Guidance | Sequence[Guidance] | None, x: Tensor, t: Tensor, eps: Tensor
+) -> Tensor:
     if guidance is None:
         return eps
     hooks = [guidance] if callable(guidance) else list(guidance)
@@ -72,7 +75,9 @@ def _timestep_batch(t: int | Tensor, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
 
 
-def _x0_and_eps(schedule: NoiseSchedule, x: Tensor, t: Tensor, eps: Tensor, clip_x0: bool) -> tuple[Tensor, Tensor]:
+def _x0_and_eps(
+    schedule: NoiseSchedule, x: Tensor, t: Tensor, eps: Tensor, clip_x0: bool
+) -> tuple[Tensor, Tensor]:
     x0 = predict_x0_from_eps(schedule, x, t, eps)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
@@ -80,8 +85,15 @@ def _x0_and_eps(schedule: NoiseSchedule, x: Tensor, t: Tensor, eps: Tensor, clip
     return x0, eps
 
 
-def ddpm_step(schedule: NoiseSchedule, x: Tensor, t: int | Tensor, eps: Tensor, noise: Tensor | None,
-              sigma: str = "beta", clip_x0: bool = True) -> tuple[Tensor, Tensor]:
+def ddpm_step(
+    schedule: NoiseSchedule,
+    x: Tensor,
+    t: int | Tensor,
+    eps: Tensor,
+    noise: Tensor | None,
+    sigma: str = "beta",
+    clip_x0: bool = True,
+) -> tuple[Tensor, Tensor]:
     """One ancestral step x_t -> x_{t-1}: the posterior mean at the predicted x_0, plus sigma_t * noise.
 
     ``sigma="beta"`` is sigma_t^2 = beta_t (Ho et al.'s choice for CIFAR-10), ``"posterior"`` is beta-tilde_t.
@@ -100,8 +112,16 @@ def ddpm_step(schedule: NoiseSchedule, x: Tensor, t: int | Tensor, eps: Tensor, 
     return mean + nonzero * var.sqrt() * noise, x0
 
 
-def ddim_step(schedule: NoiseSchedule, x: Tensor, t: int | Tensor, t_prev: int | Tensor, eps: Tensor,
-              noise: Tensor | None, eta: float = 0.0, clip_x0: bool = True) -> tuple[Tensor, Tensor]:
+def ddim_step(
+    schedule: NoiseSchedule,
+    x: Tensor,
+    t: int | Tensor,
+    t_prev: int | Tensor,
+    eps: Tensor,
+    noise: Tensor | None,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+) -> tuple[Tensor, Tensor]:
     """One DDIM step x_t -> x_{t_prev} (``t_prev`` = -1: to x_0, alpha-bar 1), Song et al. eq. 12:
 
     x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z,
@@ -114,8 +134,13 @@ def ddim_step(schedule: NoiseSchedule, x: Tensor, t: int | Tensor, t_prev: int |
     tp = _timestep_batch(t_prev, x)
     x0, eps = _x0_and_eps(schedule, x, tb, eps, clip_x0)
     abar = schedule.extract("alphas_cumprod", tb, x.ndim, x.dtype)
-    abar_prev = torch.where(tp >= 0, schedule.alphas_cumprod.to(x.device)[tp.clamp(min=0)],
-                            torch.ones((), device=x.device)).to(x.dtype).reshape(abar.shape)
+    abar_prev = (
+        torch.where(
+            tp >= 0, schedule.alphas_cumprod.to(x.device)[tp.clamp(min=0)], torch.ones((), device=x.device)
+        )
+        .to(x.dtype)
+        .reshape(abar.shape)
+    )
     s = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
     out = abar_prev.sqrt() * x0 + (1 - abar_prev - s**2).clamp(min=0).sqrt() * eps
     if noise is not None and eta > 0:
@@ -142,8 +167,10 @@ def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "linspace") ->
         raise ValueError(f"unknown timestep spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
     out = sorted(int(v) for v in ts)
     if len(set(out)) != len(out) or out[0] < 0 or out[-1] >= T:
-        raise ValueError(f"spacing {spacing!r} gives repeated or out-of-range timesteps for {steps} of {T} "
-                         "steps; use spacing 'linspace'")
+        raise ValueError(
+            f"spacing {spacing!r} gives repeated or out-of-range timesteps for {steps} of {T} "
+            "steps; use spacing 'linspace'"
+        )
     return out
 
 
@@ -161,10 +188,18 @@ def _record(traj: Trajectory | None, i: int, stride: int, last: bool, t: int, x:
         traj.xs.append(x.detach().clone())
 
 
-def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, x_T: Tensor, *, sigma: str = "beta",
-                clip_x0: bool = True, guidance: Guidance | Sequence[Guidance] | None = None,
-                generator: torch.Generator | None = None, return_trajectory: bool = False,
-                trajectory_stride: int = 1) -> Tensor | tuple[Tensor, Trajectory]:
+def ddpm_sample(
+    eps_fn: EpsFn,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    *,
+    sigma: str = "beta",
+    clip_x0: bool = True,
+    guidance: Guidance | Sequence[Guidance] | None = None,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    trajectory_stride: int = 1,
+) -> Tensor | tuple[Tensor, Trajectory]:
     """Ancestral sampling through all T steps (Ho et al. algorithm 2). Returns x_0, and the trajectory
     (every ``trajectory_stride``-th x_t plus the last) when asked."""
     traj = Trajectory() if return_trajectory else None
@@ -183,10 +218,20 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, x_T: Tensor, *, sigma: s
     return (x, traj) if traj is not None else x
 
 
-def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, x_T: Tensor, *, steps: int = 50, eta: float = 0.0,
-                spacing: str = "linspace", clip_x0: bool = True,
-                guidance: Guidance | Sequence[Guidance] | None = None, generator: torch.Generator | None = None,
-                return_trajectory: bool = False, trajectory_stride: int = 1) -> Tensor | tuple[Tensor, Trajectory]:
+def ddim_sample(
+    eps_fn: EpsFn,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    *,
+    steps: int = 50,
+    eta: float = 0.0,
+    spacing: str = "linspace",
+    clip_x0: bool = True,
+    guidance: Guidance | Sequence[Guidance] | None = None,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    trajectory_stride: int = 1,
+) -> Tensor | tuple[Tensor, Trajectory]:
     """DDIM sampling on ``steps`` timesteps; ``eta`` = 0 is deterministic given x_T, ``eta`` = 1 on all steps
     is the ancestral sampler with posterior variance."""
     if not 0.0 <= eta <= 1.0:
@@ -208,16 +253,28 @@ def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, x_T: Tensor, *, steps: i
     return (x, traj) if traj is not None else x
 
 
-def sample_loop(eps_fn: EpsFn, schedule: NoiseSchedule, x_T: Tensor, sampler: str = "ddim", *,
-                steps: int | None = None, eta: float = 0.0, sigma: str = "beta", spacing: str = "linspace",
-                **kwargs) -> Tensor | tuple[Tensor, Trajectory]:
+def sample_loop(
+    eps_fn: EpsFn,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    sampler: str = "ddim",
+    *,
+    steps: int | None = None,
+    eta: float = 0.0,
+    sigma: str = "beta",
+    spacing: str = "linspace",
+    **kwargs,
+) -> Tensor | tuple[Tensor, Trajectory]:
     """Dispatch to ``ddpm_sample`` (all T steps; ``steps`` must be None or T) or ``ddim_sample``."""
     if sampler == "ddpm":
         if steps is not None and steps != schedule.num_timesteps:
-            raise ValueError(f"the ddpm sampler runs all {schedule.num_timesteps} steps; for fewer, use "
-                             "sampler=ddim (eta=1 is the strided ancestral sampler)")
+            raise ValueError(
+                f"the ddpm sampler runs all {schedule.num_timesteps} steps; for fewer, use "
+                "sampler=ddim (eta=1 is the strided ancestral sampler)"
+            )
         return ddpm_sample(eps_fn, schedule, x_T, sigma=sigma, **kwargs)
     if sampler == "ddim":
-        return ddim_sample(eps_fn, schedule, x_T, steps=steps or schedule.num_timesteps, eta=eta,
-                           spacing=spacing, **kwargs)
+        return ddim_sample(
+            eps_fn, schedule, x_T, steps=steps or schedule.num_timesteps, eta=eta, spacing=spacing, **kwargs
+        )
     raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")

@@ -44,8 +44,9 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> T
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
-def make_betas(schedule: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02,
-               cosine_s: float = 0.008) -> Tensor:
+def make_betas(
+    schedule: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02, cosine_s: float = 0.008
+) -> Tensor:
     if timesteps < 1:
         raise ValueError(f"timesteps must be at least 1, got {timesteps}")
     if schedule == "linear":
@@ -100,7 +101,8 @@ class NoiseSchedule(nn.Module):
             "posterior_variance": post_var,
             # log of beta-tilde with its t=0 value (0) replaced by the t=1 value, as in Ho et al.'s code
             "posterior_log_variance_clipped": torch.log(
-                torch.cat([post_var[1:2], post_var[1:]]) if b.numel() > 1 else b),
+                torch.cat([post_var[1:2], post_var[1:]]) if b.numel() > 1 else b
+            ),
             "posterior_mean_coef1": b * abar_prev.sqrt() / (1.0 - abar),
             "posterior_mean_coef2": (1.0 - abar_prev) * a.sqrt() / (1.0 - abar),
         }
@@ -109,8 +111,14 @@ class NoiseSchedule(nn.Module):
         self.register_buffer("alphas_cumprod_f64", abar, persistent=False)
 
     @classmethod
-    def from_config(cls, schedule: str = "linear", timesteps: int = 1000, beta_start: float = 1e-4,
-                    beta_end: float = 0.02, cosine_s: float = 0.008) -> NoiseSchedule:
+    def from_config(
+        cls,
+        schedule: str = "linear",
+        timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        cosine_s: float = 0.008,
+    ) -> NoiseSchedule:
         return cls(make_betas(schedule, timesteps, beta_start, beta_end, cosine_s))
 
     @property

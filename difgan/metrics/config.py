@@ -68,7 +68,8 @@ def settings_from_config(cfg: Mapping | DictConfig | None, prefix: str = "metric
     dn_known = {f.name for f in fields(DomainNetSettings)}
     unknown = set(dn_cfg) - dn_known
     if unknown:
-        raise ConfigError(f"{prefix}.domain_net", f"unknown key {sorted(unknown)[0]!r}; valid: {sorted(dn_known)}")
+        raise ConfigError(f"{prefix}.domain_net",
+                          f"unknown key {sorted(unknown)[0]!r}; valid: {sorted(dn_known)}")
     settings = MetricsSettings(**kwargs, domain_net=DomainNetSettings(**dn_cfg))
     validate_settings(settings, prefix)
     return settings
@@ -76,7 +77,8 @@ def settings_from_config(cfg: Mapping | DictConfig | None, prefix: str = "metric
 
 def validate_settings(s: MetricsSettings, prefix: str = "metrics") -> None:
     resolve_spaces(s.feature_space, "mnist", key=f"{prefix}.feature_space")
-    positive = {"batch_size": s.batch_size, "kid_subsets": s.kid_subsets, "kid_subset_size": s.kid_subset_size,
+    positive = {"batch_size": s.batch_size, "kid_subsets": s.kid_subsets,
+                "kid_subset_size": s.kid_subset_size,
                 "kid_degree": s.kid_degree, "pr_k": s.pr_k, "is_splits": s.is_splits,
                 "domain_net.batch_size": s.domain_net.batch_size, "domain_net.width": s.domain_net.width,
                 "domain_net.feature_dim": s.domain_net.feature_dim}
@@ -90,7 +92,8 @@ def validate_settings(s: MetricsSettings, prefix: str = "metrics") -> None:
     if s.reference_split not in ("train", "val"):
         raise ConfigError(f"{prefix}.reference_split", f"must be train or val, got {s.reference_split!r}")
     if s.class_accuracy not in ("auto", True, False):
-        raise ConfigError(f"{prefix}.class_accuracy", f"must be auto, true or false, got {s.class_accuracy!r}")
+        raise ConfigError(f"{prefix}.class_accuracy",
+                          f"must be auto, true or false, got {s.class_accuracy!r}")
 
 
 def resolve_spaces(value, data_source: str, key: str = "metrics.feature_space") -> list[str]:

@@ -3,8 +3,9 @@
 ``Evaluator`` is shared by the in-training callback and the final/standalone evaluation. Under DDP each rank
 generates and extracts its share (fixed chunks of ``batch_size`` samples, dealt round-robin), features are
 gathered to every rank in the global order, and every rank computes the same numbers, so the result equals
-the single-process one. Each chunk's latents and sampler randomness come from a seed derived from
-(``seed``, chunk number) alone; conditional models get labels ``i mod num_classes`` (balanced classes).
+the single-process one. Sample i's initial noise depends on (``seed``, i) alone, and a chunk's other
+sampler randomness (e.g. DDPM's per-step noise) on (``seed``, chunk number); conditional models get labels
+``i mod num_classes`` (balanced classes).
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ from difgan.data.datamodule import ImageDataModule, to_uint8
 from difgan.metrics.config import NEEDS_REAL, MetricsError, MetricsSettings
 from difgan.metrics.distributed import gather_chunks, my_chunks, world
 from difgan.metrics.features import FeatureSpace, extract, load_feature_space
-from difgan.metrics.formulas import (feature_statistics, fid_from_statistics, inception_score, kid,
-                                     precision_recall)
+from difgan.metrics.formulas import (
+    feature_statistics,
+    fid_from_statistics,
+    inception_score,
+    kid,
+    precision_recall,
+)
 from difgan.metrics.reference import Reference, reference_statistics
 
 SAMPLER_HPARAM_KEYS = ("sampler", "sampling", "timesteps", "num_steps", "guidance", "eta", "truncation")
@@ -35,13 +41,25 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return (int(seed) * 1_000_003 + int(chunk) * 7919 + 12345) % (2**63 - 1)
 
 
+def sample_noise(seed: int, start: int, end: int, shape) -> Tensor:
+    """Initial noise of samples start..end-1; sample i's noise depends on (seed, i) only, so the images do
+    not change with the batch size or the number of processes."""
+    out = torch.empty((end - start, *shape))
+    g = torch.Generator()
+    for j, i in enumerate(range(start, end)):
+        g.manual_seed(chunk_seed(seed, i) ^ 0x5DEECE66D)
+        out[j] = torch.randn(shape, generator=g)
+    return out
+
+
 def versions() -> dict:
     import lightning
     import torch_fidelity
     import torchmetrics
 
     import difgan
-    return {"difgan": difgan.__version__, "torch": torch.__version__, "torchmetrics": torchmetrics.__version__,
+    return {"difgan": difgan.__version__, "torch": torch.__version__,
+            "torchmetrics": torchmetrics.__version__,
             "torch_fidelity": torch_fidelity.__version__, "lightning": lightning.__version__,
             "python": platform.python_version()}
 
@@ -123,8 +141,7 @@ class Evaluator:
             for s, e in bar:
                 k = s // b
                 t0 = time.perf_counter()
-                g_cpu = torch.Generator().manual_seed(chunk_seed(self.settings.seed, k))
-                noise = torch.randn((e - s, *module.noise_shape), generator=g_cpu).to(device)
+                noise = sample_noise(self.settings.seed, s, e, module.noise_shape).to(device)
                 g_dev = torch.Generator(device=device).manual_seed(chunk_seed(self.settings.seed, k) + 1)
                 labels = (torch.arange(s, e) % module.num_classes).to(device) if conditional else None
                 images = to_uint8(module.sample(e - s, labels, use_ema=use_ema, generator=g_dev, noise=noise,
@@ -146,8 +163,8 @@ class Evaluator:
                 if lst:
                     t = torch.cat(lst)
                 else:  # this rank had no chunk: an empty tensor of the right width
-                    probe = extract(self.spaces[name], torch.zeros((1, *self.dm.image_shape), dtype=torch.uint8),
-                                    1, self.device or device)[key]
+                    blank = torch.zeros((1, *self.dm.image_shape), dtype=torch.uint8)
+                    probe = extract(self.spaces[name], blank, 1, self.device or device)[key]
                     t = probe[:0]
                 feats[name][key] = gather_chunks(t, n, b)
         labels = (torch.arange(n) % module.num_classes) if conditional else None
@@ -163,7 +180,8 @@ class Evaluator:
             fake = feats[name]["features"]
             ref = self.references.get(name)
             if "fid" in self.metrics:
-                values[f"fid_{name}"] = fid_from_statistics(real=(ref.mu, ref.sigma), fake=feature_statistics(fake))
+                values[f"fid_{name}"] = fid_from_statistics(real=(ref.mu, ref.sigma),
+                                                            fake=feature_statistics(fake))
             if "kid" in self.metrics:
                 mean, std, size = kid(real=ref.features.to(dev), fake=fake.to(dev), subsets=self.kid_subsets,
                                       subset_size=s.kid_subset_size, degree=s.kid_degree, coef0=s.kid_coef0,

@@ -22,7 +22,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, Featu
 
 from difgan.data.datamodule import to_signed_float
 from difgan.metrics.config import MetricsError
-from difgan.metrics.domain_net import DomainNet
+from difgan.metrics.domain_net import DomainNet, cpu_conv_flags
 
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[1]  # weights-inception-2015-12-05-6726825d.pth
 
@@ -139,7 +139,8 @@ class DomainFeatures(FeatureSpace):
         expected = self.net.arch["in_channels"]
         if images.shape[1] != expected:
             raise MetricsError(f"the domain network takes {expected}-channel images, got {images.shape[1]}")
-        features, logits = self.net.features_and_logits(to_signed_float(images))
+        with cpu_conv_flags(images.device):
+            features, logits = self.net.features_and_logits(to_signed_float(images))
         return {"features": features.float(), "logits": logits.float()}
 
     @property
@@ -151,7 +152,8 @@ class DomainFeatures(FeatureSpace):
                 "weights": str(self.path), "weights_sha256": self._sha,
                 "classifier_accuracy": self.info.get("accuracy"),
                 "accuracy_split": self.info.get("accuracy_split"),
-                "features": f"global-average-pooled conv features, {self.net.arch['feature_dim']}-d",
+                "features": "penultimate layer (fully connected, after ReLU), "
+                            f"{self.net.arch['feature_dim']}-d",
                 "is_logits": f"classifier logits ({self.net.arch['num_classes']} classes)",
                 "train_settings": self.info.get("settings")}
 

@@ -55,8 +55,8 @@ def kid_subset_indices(n_real: int, n_fake: int, subsets: int, subset_size: int,
     """The (real, fake) index subsets KID averages over: ``subsets`` draws of ``subset_size`` without
     replacement, from a generator seeded with ``seed`` (so a KID can be recomputed exactly)."""
     g = torch.Generator().manual_seed(int(seed))
-    return [(torch.randperm(n_real, generator=g)[:subset_size], torch.randperm(n_fake, generator=g)[:subset_size])
-            for _ in range(subsets)]
+    return [(torch.randperm(n_real, generator=g)[:subset_size],
+             torch.randperm(n_fake, generator=g)[:subset_size]) for _ in range(subsets)]
 
 
 def kid(*, real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, degree: int = 3,
@@ -91,7 +91,7 @@ def inception_score(logits: Tensor, splits: int = 10) -> tuple[float, float]:
     return float(out["inception_score_mean"]), float(out["inception_score_std"])
 
 
-# ----------------------------------------------------------------------------------------------- precision / recall
+# ------------------------------------------------------------------------------------ precision / recall
 
 
 def _sq_dists(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:

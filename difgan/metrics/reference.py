@@ -25,8 +25,14 @@ from difgan.metrics.distributed import barrier, broadcast_flag, gather_chunks, m
 from difgan.metrics.domain_net import file_lock
 from difgan.metrics.features import FeatureSpace, extract
 from difgan.metrics.formulas import feature_statistics
-from difgan.metrics.realdata import (canonical_datamodule, data_identity, fingerprint, probe_hash,
-                                     split_images, subset_indices)
+from difgan.metrics.realdata import (
+    canonical_datamodule,
+    data_identity,
+    fingerprint,
+    probe_hash,
+    split_images,
+    subset_indices,
+)
 
 FORMAT_VERSION = 1
 
@@ -66,8 +72,10 @@ def _extract_real(space, dm, split, idx, batch_size, device) -> Tensor:
     for s, e in my_chunks(len(idx), batch_size):
         images, _ = split_images(ds, idx[s:e], batch_size=batch_size, num_workers=dm.num_workers)
         local.append(extract(space, images, batch_size, device)["features"])
-    d = local[0].shape[1] if local else extract(space, split_images(ds, idx[:2])[0], 2, device)["features"].shape[1]
-    local_t = torch.cat(local) if local else torch.empty((0, d))
+    if local:
+        local_t = torch.cat(local)
+    else:  # this rank had no chunk: an empty tensor of the right width
+        local_t = extract(space, split_images(ds, idx[:1])[0], 1, device)["features"][:0]
     return gather_chunks(local_t, len(idx), batch_size)
 
 
@@ -82,8 +90,8 @@ def _load(path: Path) -> Reference | None:
 def _save(ref: Reference, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"features": ref.features, "mu": torch.from_numpy(ref.mu), "sigma": torch.from_numpy(ref.sigma),
-                "info": ref.info}, tmp)
+    torch.save({"features": ref.features, "mu": torch.from_numpy(ref.mu),
+                "sigma": torch.from_numpy(ref.sigma), "info": ref.info}, tmp)
     os.replace(tmp, path)
 
 

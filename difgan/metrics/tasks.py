@@ -81,7 +81,8 @@ def callbacks_from_config(metrics_cfg, datamodule: ImageDataModule, cache_dir) -
                             sample_options=sec.get("sample_options"), plot=sec.get("plot", True))]
 
 
-def final_evaluation(module, datamodule: ImageDataModule, metrics_cfg, run_dir: Path, cache_dir) -> dict | None:
+def final_evaluation(module, datamodule: ImageDataModule, metrics_cfg, run_dir: Path,
+                     cache_dir) -> dict | None:
     """After training: the configured final metrics, written to ``run_dir/metrics.json`` (rank 0) and
     returned (on every rank; under DDP every rank must call this)."""
     if not _enabled(metrics_cfg):
@@ -120,4 +121,5 @@ def run_task_train_features(cfg: DictConfig) -> None:
     if existed:
         print(f"domain feature network for {dm.name} already trained (delete it to retrain)")
     print(f"domain feature network: {path}\n  accuracy {info['accuracy']:.4f} on {info['accuracy_split']} "
-          f"({info['n_train']} training images, {info['train_time_s']} s)\n  details: {path.with_suffix('.json')}")
+          f"({info['n_train']} training images, {info['train_time_s']} s)\n"
+          f"  details: {path.with_suffix('.json')}")

@@ -140,17 +140,19 @@ class GenerativeModule(L.LightningModule, abc.ABC):
         self.log("train/kimg", self.images_seen / 1000.0, on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_fit_start(self) -> None:
+        # RNG state from a checkpoint is restored here, before Lightning creates the first training-data
+        # iterator (FitLoop.setup_data, ahead of on_train_start): creating a DataLoader iterator draws a
+        # seed from the global torch RNG, and a run resumed at an epoch boundary must make that draw from
+        # the restored state, exactly as the uninterrupted run does at the start of its next epoch.
+        if self._restored_rng is not None:
+            _set_rng_state(self._restored_rng)
+            self._restored_rng = None
         counts = {f"params/{name}": sum(p.numel() for p in net.parameters())
                   for name, net in self.networks().items()}
         for logger in self.loggers:
             logger.log_hyperparams(counts)
         if self.trainer.is_global_zero:
             print("parameters: " + ", ".join(f"{k.split('/')[1]} {v / 1e6:.2f}M" for k, v in counts.items()))
-
-    def on_train_start(self) -> None:
-        if self._restored_rng is not None:
-            _set_rng_state(self._restored_rng)
-            self._restored_rng = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["difgan"] = {

@@ -11,11 +11,11 @@ replace it with a null class with probability ``cond_drop_prob``, so the same ne
 unconditional model that classifier-free guidance needs.
 
 Sampling options (``module.sample(n, labels, **options)``; defaults under ``sampling`` in the config):
-``sampler`` ("ddpm" | "ddim"), ``sampling_steps`` (DDIM only; DDPM always runs all T), ``eta`` (DDIM noise,
-0..1), ``guidance_scale`` (classifier-free, conditional models), ``sigma`` (DDPM variance: "beta" | "posterior"),
-``spacing`` (DDIM timesteps), ``clip_x0`` (clip predicted x_0 to [-1, 1]), ``guidance`` (hooks
-``(x_t, t, eps) -> eps``, e.g. discriminator guidance). ``sample_trajectory`` also returns the intermediate
-x_t and x_0 predictions.
+``sampler`` ("ddpm" | "ddim"), ``sampling_steps`` (DDIM only; DDPM always runs all T), ``eta`` (DDIM
+noise, 0..1), ``guidance_scale`` (classifier-free, conditional models), ``sigma`` (DDPM variance: "beta" |
+"posterior"), ``spacing`` (DDIM timesteps), ``clip_x0`` (clip predicted x_0 to [-1, 1]), ``guidance``
+(hooks ``(x_t, t, eps) -> eps``, e.g. discriminator guidance), ``trajectory_stride``.
+``sample_trajectory`` also returns the intermediate x_t and x_0 predictions.
 """
 
 from __future__ import annotations
@@ -46,30 +46,56 @@ from difgan.models.base import GenerativeModule
 from difgan.nets.unet import UNet, level_resolutions, resolve_attention
 
 UNET_DEFAULTS: dict[str, Any] = {
-    "channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2, "attention_resolutions": (16,),
-    "dropout": 0.1, "attention_heads": 1, "mid_attention": True,
+    "channels": 128,
+    "channel_mult": (1, 2, 2, 2),
+    "num_res_blocks": 2,
+    "attention_resolutions": (16,),
+    "dropout": 0.1,
+    "attention_heads": 1,
+    "mid_attention": True,
 }
 SAMPLING_DEFAULTS: dict[str, Any] = {
-    "sampler": "ddim", "sampling_steps": 50, "eta": 0.0, "guidance_scale": 1.0, "sigma": "beta",
-    "spacing": "linspace", "clip_x0": True,
+    "sampler": "ddim",
+    "sampling_steps": 50,
+    "eta": 0.0,
+    "guidance_scale": 1.0,
+    "sigma": "beta",
+    "spacing": "linspace",
+    "clip_x0": True,
 }
 SAMPLING_OPTIONS = (*SAMPLING_DEFAULTS, "guidance", "trajectory_stride")
 
 
 class DDPM(GenerativeModule):
-    def __init__(self, image_shape, num_classes: int = 0, ema: dict | None = None, timesteps: int = 1000,
-                 schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02,
-                 cosine_s: float = 0.008, unet: dict | None = None, lr: float = 2e-4,
-                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, warmup_kimg: float = 0.0,
-                 grad_clip: float | None = 1.0, cond_drop_prob: float = 0.1, channels_last: bool = False,
-                 sampling: dict | None = None):
+    def __init__(
+        self,
+        image_shape,
+        num_classes: int = 0,
+        ema: dict | None = None,
+        timesteps: int = 1000,
+        schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        cosine_s: float = 0.008,
+        unet: dict | None = None,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_kimg: float = 0.0,
+        grad_clip: float | None = 1.0,
+        cond_drop_prob: float = 0.1,
+        channels_last: bool = False,
+        sampling: dict | None = None,
+    ):
         super().__init__(image_shape, num_classes, ema)
         channels, height, width = self.image_shape
         if height != width:
             raise ConfigError("data.resolution", f"the UNet needs square images, got {height}x{width}")
         checks = {
             "model.timesteps": isinstance(timesteps, int) and timesteps >= 1,
-            "model.lr": lr > 0, "model.weight_decay": weight_decay >= 0, "model.warmup_kimg": warmup_kimg >= 0,
+            "model.lr": lr > 0,
+            "model.weight_decay": weight_decay >= 0,
+            "model.warmup_kimg": warmup_kimg >= 0,
             "model.grad_clip": grad_clip is None or grad_clip >= 0,
             "model.cond_drop_prob": 0.0 <= cond_drop_prob < 1.0,
         }
@@ -77,21 +103,29 @@ class DDPM(GenerativeModule):
             if not ok:
                 raise ConfigError(key, f"impossible value {locals()[key.split('.')[1]]!r}")
         if schedule not in SCHEDULES:
-            raise ConfigError("model.schedule", f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+            raise ConfigError(
+                "model.schedule", f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}"
+            )
         try:
             self.schedule = NoiseSchedule.from_config(schedule, timesteps, beta_start, beta_end, cosine_s)
         except ValueError as e:
-            raise ConfigError("model.beta_start" if schedule == "linear" else "model.cosine_s", str(e)) from None
+            raise ConfigError(
+                "model.beta_start" if schedule == "linear" else "model.cosine_s", str(e)
+            ) from None
         if self.schedule.terminal_signal() > 0.1:
-            warnings.warn(f"model: x_T keeps {self.schedule.terminal_signal():.0%} of the signal (sqrt(abar_T)) "
-                          f"with the {schedule} schedule at T={timesteps}; sampling starts from pure noise, so "
-                          "samples may be washed out. Scale beta_end with 1000/T or use the cosine schedule.",
-                          stacklevel=2)
+            warnings.warn(
+                f"model: x_T keeps {self.schedule.terminal_signal():.0%} of the signal (sqrt(abar_T)) "
+                f"with the {schedule} schedule at T={timesteps}; sampling starts from pure noise, so "
+                "samples may be washed out. Scale beta_end with 1000/T or use the cosine schedule.",
+                stacklevel=2,
+            )
 
         self.unet_options = {**UNET_DEFAULTS, **(dict(unet) if unet else {})}
         unknown = set(self.unet_options) - set(UNET_DEFAULTS)
         if unknown:
-            raise ConfigError(f"model.unet.{sorted(unknown)[0]}", f"unknown key; valid: {', '.join(UNET_DEFAULTS)}")
+            raise ConfigError(
+                f"model.unet.{sorted(unknown)[0]}", f"unknown key; valid: {', '.join(UNET_DEFAULTS)}"
+            )
         self.unet = self._build_unet(channels, height)
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
@@ -120,10 +154,18 @@ class DDPM(GenerativeModule):
         except ValueError as e:
             raise ConfigError("model.unet.attention_resolutions", str(e)) from None
         try:
-            return UNet(channels, resolution, channels=int(o["channels"]), channel_mult=mult,
-                        num_res_blocks=int(o["num_res_blocks"]), attention_resolutions=attn,
-                        dropout=float(o["dropout"]), num_classes=self.num_classes,
-                        attention_heads=int(o["attention_heads"]), mid_attention=bool(o["mid_attention"]))
+            return UNet(
+                channels,
+                resolution,
+                channels=int(o["channels"]),
+                channel_mult=mult,
+                num_res_blocks=int(o["num_res_blocks"]),
+                attention_resolutions=attn,
+                dropout=float(o["dropout"]),
+                num_classes=self.num_classes,
+                attention_heads=int(o["attention_heads"]),
+                mid_attention=bool(o["mid_attention"]),
+            )
         except ValueError as e:
             raise ConfigError("model.unet", str(e)) from None
 
@@ -184,17 +226,29 @@ class DDPM(GenerativeModule):
         if noise is not None:
             x_T = noise.to(self.device, torch.float32)
         elif generator is not None:
-            x_T = torch.randn((n, *self.noise_shape), generator=generator, device=generator.device).to(self.device)
+            x_T = torch.randn((n, *self.noise_shape), generator=generator, device=generator.device).to(
+                self.device
+            )
         else:
             x_T = torch.randn((n, *self.noise_shape), device=self.device)
         if self.channels_last:
             x_T = x_T.contiguous(memory_format=torch.channels_last)
         eps_fn = denoiser_eps_fn(net, labels, float(opts["guidance_scale"]), getattr(net, "null_label", None))
-        result = sample_loop(eps_fn, self.schedule, x_T, opts["sampler"], steps=opts["sampling_steps"],
-                             eta=float(opts["eta"]), sigma=opts["sigma"], spacing=opts["spacing"],
-                             clip_x0=bool(opts["clip_x0"]), guidance=opts.get("guidance"), generator=generator,
-                             return_trajectory=trajectory_box is not None,
-                             trajectory_stride=int(opts.get("trajectory_stride") or 1))
+        result = sample_loop(
+            eps_fn,
+            self.schedule,
+            x_T,
+            opts["sampler"],
+            steps=opts["sampling_steps"],
+            eta=float(opts["eta"]),
+            sigma=opts["sigma"],
+            spacing=opts["spacing"],
+            clip_x0=bool(opts["clip_x0"]),
+            guidance=opts.get("guidance"),
+            generator=generator,
+            return_trajectory=trajectory_box is not None,
+            trajectory_stride=int(opts.get("trajectory_stride") or 1),
+        )
         if trajectory_box is not None:
             result, trajectory = result
             trajectory_box.append(trajectory)
@@ -202,8 +256,8 @@ class DDPM(GenerativeModule):
 
     @torch.no_grad()
     def sample_trajectory(self, n: int, labels: Tensor | None = None, **kwargs) -> tuple[Tensor, Trajectory]:
-        """``sample`` plus the ``Trajectory`` of intermediate x_t (every ``trajectory_stride``-th step, default
-        every step) and x_0 predictions (seed 003's intermediate images)."""
+        """``sample`` plus the ``Trajectory`` of intermediate x_t (every ``trajectory_stride``-th step,
+        default every step) and x_0 predictions (seed 003's intermediate images)."""
         box: list[Trajectory] = []
         images = self.sample(n, labels, _trajectory=box, **kwargs)
         return images, box[0]
@@ -228,8 +282,9 @@ class DDPM(GenerativeModule):
         return loss
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.unet.parameters(), lr=self.lr, betas=self.adam_betas,
-                               weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(
+            self.unet.parameters(), lr=self.lr, betas=self.adam_betas, weight_decay=self.weight_decay
+        )
         if self.warmup_kimg <= 0:
             return opt
         ramp = self.warmup_kimg * 1000.0

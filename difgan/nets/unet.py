@@ -124,8 +124,10 @@ def level_resolutions(resolution: int, levels: int) -> list[int]:
     """The feature-map size at each level, or ValueError if ``resolution`` cannot be halved that often."""
     sizes = [resolution // 2**i for i in range(levels)]
     if resolution % 2 ** (levels - 1):
-        raise ValueError(f"{resolution} px cannot be halved {levels - 1} times (channel_mult has {levels} "
-                         f"levels); use a resolution divisible by {2 ** (levels - 1)} or fewer levels")
+        raise ValueError(
+            f"{resolution} px cannot be halved {levels - 1} times (channel_mult has {levels} "
+            f"levels); use a resolution divisible by {2 ** (levels - 1)} or fewer levels"
+        )
     return sizes
 
 
@@ -139,8 +141,9 @@ def resolve_attention(attention_resolutions: str | int | Sequence[int] | None, s
             return set(sizes)
         if attention_resolutions == "none":
             return set()
-        raise ValueError(f"attention_resolutions must be 'all', 'none' or a list of px, got "
-                         f"{attention_resolutions!r}")
+        raise ValueError(
+            f"attention_resolutions must be 'all', 'none' or a list of px, got {attention_resolutions!r}"
+        )
     if isinstance(attention_resolutions, int):
         attention_resolutions = [attention_resolutions]
     wanted = {int(r) for r in attention_resolutions}
@@ -153,11 +156,21 @@ def resolve_attention(attention_resolutions: str | int | Sequence[int] | None, s
 class UNet(nn.Module):
     """Predicts the noise in x_t: ``forward(x (B, C, H, W), t (B,), labels (B,) or None) -> (B, C, H, W)``."""
 
-    def __init__(self, in_channels: int, resolution: int, channels: int = 128,
-                 channel_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
-                 attention_resolutions: str | Sequence[int] | None = (16,), dropout: float = 0.1,
-                 num_classes: int = 0, attention_heads: int = 1, mid_attention: bool = True,
-                 norm_max_groups: int = 32, out_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        resolution: int,
+        channels: int = 128,
+        channel_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: str | Sequence[int] | None = (16,),
+        dropout: float = 0.1,
+        num_classes: int = 0,
+        attention_heads: int = 1,
+        mid_attention: bool = True,
+        norm_max_groups: int = 32,
+        out_channels: int | None = None,
+    ):
         super().__init__()
         if channels < 1 or num_res_blocks < 1 or not channel_mult or min(channel_mult) < 1:
             raise ValueError("channels, num_res_blocks and channel_mult entries must be positive")
@@ -201,7 +214,9 @@ class UNet(nn.Module):
         for i in reversed(range(len(channel_mult))):
             blocks, attns = [], []
             for _ in range(num_res_blocks + 1):
-                blocks.append(ResBlock(ch + skip_widths.pop(), channels * channel_mult[i], emb_dim, dropout, g))
+                blocks.append(
+                    ResBlock(ch + skip_widths.pop(), channels * channel_mult[i], emb_dim, dropout, g)
+                )
                 ch = channels * channel_mult[i]
                 attns.append(attention(ch, sizes[i]))
             self.up.append(Level(blocks, attns, Upsample(ch) if i > 0 else None))

@@ -7,8 +7,16 @@ import pytest
 import scipy.linalg
 import torch
 
-from difgan.metrics.formulas import (feature_statistics, fid, fid_from_statistics, inception_score, kid,
-                                     kid_subset_indices, knn_radii, precision_recall)
+from difgan.metrics.formulas import (
+    feature_statistics,
+    fid,
+    fid_from_statistics,
+    inception_score,
+    kid,
+    kid_subset_indices,
+    knn_radii,
+    precision_recall,
+)
 
 
 def _gauss(n, d, seed, shift=0.0, scale=1.0):

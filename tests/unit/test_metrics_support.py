@@ -50,8 +50,9 @@ def random_inception_weights(tmp_path_factory) -> Path:
     if path.is_file():
         return path
     torch.manual_seed(0)
-    with mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}), \
-         mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None):
+    no_download = mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url",
+                             return_value={})
+    with no_download, mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -117,8 +118,8 @@ def ddp_worker(rank: int, world_size: int, init_file: str, cache: str, root: str
         dm = digits(Path(root))
         x, y = dm.split("train").images[:300], dm.split("train").labels[:300]
         module = ReplayModule(x, y, num_classes=10, pixel_noise=0.1)
-        ev = Evaluator(dm, tiny_settings(batch_size=16), cache, ["fid", "kid", "is", "pr"], ["domain"], n_real=70,
-                       progress=False)
+        ev = Evaluator(dm, tiny_settings(batch_size=16), cache, ["fid", "kid", "is", "pr"], ["domain"],
+                       n_real=70, progress=False)
         result = ev.run(module, 60)
         if rank == 0:
             Path(out).write_text(json.dumps(result["metrics"]))

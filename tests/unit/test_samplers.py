@@ -20,6 +20,15 @@ from difgan.diffusion import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine a second thread mostly waits at barriers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def toy_eps_fn(T: int):
     """A fixed, nonlinear, t-dependent stand-in for a network."""
     w = torch.linspace(-1.0, 1.0, 16).reshape(1, 1, 4, 4)
@@ -31,7 +40,8 @@ def toy_eps_fn(T: int):
 
 
 def gaussian_eps_fn(schedule: NoiseSchedule, mu: float, std: float):
-    """The exact E[eps | x_t] when x_0 ~ N(mu, std^2 I): sqrt(1 - abar) (x_t - sqrt(abar) mu) / (abar std^2 + 1 - abar).
+    """The exact E[eps | x_t] when x_0 ~ N(mu, std^2 I):
+    sqrt(1 - abar) (x_t - sqrt(abar) mu) / (abar std^2 + 1 - abar).
     std = 0 is data that is a single point."""
 
     def eps_fn(x, t):
@@ -97,10 +107,12 @@ def test_ddim_eta_1_on_all_steps_equals_ddpm_with_posterior_variance(clip_x0):
     T = 60
     s = NoiseSchedule.from_config("linear", T, beta_end=0.2)
     x_T = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(2))
-    a = ddpm_sample(toy_eps_fn(T), s, x_T, sigma="posterior", clip_x0=clip_x0,
-                    generator=torch.Generator().manual_seed(3))
-    b = ddim_sample(toy_eps_fn(T), s, x_T, steps=T, eta=1.0, clip_x0=clip_x0,
-                    generator=torch.Generator().manual_seed(3))
+    a = ddpm_sample(
+        toy_eps_fn(T), s, x_T, sigma="posterior", clip_x0=clip_x0, generator=torch.Generator().manual_seed(3)
+    )
+    b = ddim_sample(
+        toy_eps_fn(T), s, x_T, steps=T, eta=1.0, clip_x0=clip_x0, generator=torch.Generator().manual_seed(3)
+    )
     assert torch.allclose(a, b, atol=1e-4)
 
 
@@ -108,38 +120,73 @@ def test_ddim_eta_0_is_deterministic_given_the_initial_noise():
     T = 100
     s = NoiseSchedule.from_config("linear", T)
     x_T = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(4))
-    runs = [ddim_sample(toy_eps_fn(T), s, x_T.clone(), steps=20, eta=0.0,
-                        generator=torch.Generator().manual_seed(seed)) for seed in (5, 6)]
+    runs = [
+        ddim_sample(
+            toy_eps_fn(T), s, x_T.clone(), steps=20, eta=0.0, generator=torch.Generator().manual_seed(seed)
+        )
+        for seed in (5, 6)
+    ]
     torch.manual_seed(7)
     runs.append(ddim_sample(toy_eps_fn(T), s, x_T.clone(), steps=20, eta=0.0))
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
-    noisy = [ddim_sample(toy_eps_fn(T), s, x_T.clone(), steps=20, eta=0.5,
-                         generator=torch.Generator().manual_seed(seed)) for seed in (5, 6)]
+    noisy = [
+        ddim_sample(
+            toy_eps_fn(T), s, x_T.clone(), steps=20, eta=0.5, generator=torch.Generator().manual_seed(seed)
+        )
+        for seed in (5, 6)
+    ]
     assert not torch.allclose(noisy[0], noisy[1])
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-@pytest.mark.parametrize("sampler,kw", [("ddpm", {"sigma": "beta"}), ("ddpm", {"sigma": "posterior"}),
-                                        ("ddim", {"steps": 10, "eta": 0.0}), ("ddim", {"steps": 25, "eta": 1.0})])
+@pytest.mark.parametrize(
+    "sampler,kw",
+    [
+        ("ddpm", {"sigma": "beta"}),
+        ("ddpm", {"sigma": "posterior"}),
+        ("ddim", {"steps": 10, "eta": 0.0}),
+        ("ddim", {"steps": 25, "eta": 1.0}),
+    ],
+)
 def test_exact_noise_predictor_recovers_a_single_point(schedule, sampler, kw):
     T = 200
     s = NoiseSchedule.from_config(schedule, T)
     point = torch.tensor([0.8, -0.3, 0.0, -0.95]).reshape(1, 1, 2, 2)
     x_T = torch.randn(16, 1, 2, 2, generator=torch.Generator().manual_seed(8))
-    out = sample_loop(gaussian_eps_fn(s, point, 0.0), s, x_T, sampler, clip_x0=False,
-                      generator=torch.Generator().manual_seed(9), **kw)
+    out = sample_loop(
+        gaussian_eps_fn(s, point, 0.0),
+        s,
+        x_T,
+        sampler,
+        clip_x0=False,
+        generator=torch.Generator().manual_seed(9),
+        **kw,
+    )
     assert torch.allclose(out, point.expand_as(out), atol=1e-3)
 
 
-@pytest.mark.parametrize("sampler,kw,tol", [("ddpm", {"sigma": "beta"}, 0.03), ("ddpm", {"sigma": "posterior"}, 0.03),
-                                            ("ddim", {"steps": 250, "eta": 0.0}, 0.03),
-                                            ("ddim", {"steps": 250, "eta": 1.0}, 0.05)])
+@pytest.mark.parametrize(
+    "sampler,kw,tol",
+    [
+        ("ddpm", {"sigma": "beta"}, 0.03),
+        ("ddpm", {"sigma": "posterior"}, 0.03),
+        ("ddim", {"steps": 250, "eta": 0.0}, 0.03),
+        ("ddim", {"steps": 250, "eta": 1.0}, 0.05),
+    ],
+)
 def test_exact_noise_predictor_recovers_gaussian_data(sampler, kw, tol):
     T, mu, std, n = 1000, 0.3, 0.5, 4000
     s = NoiseSchedule.from_config("linear", T)
     x_T = torch.randn(n, 1, 2, 2, generator=torch.Generator().manual_seed(10))
-    out = sample_loop(gaussian_eps_fn(s, mu, std), s, x_T, sampler, clip_x0=False,
-                      generator=torch.Generator().manual_seed(11), **kw).flatten()
+    out = sample_loop(
+        gaussian_eps_fn(s, mu, std),
+        s,
+        x_T,
+        sampler,
+        clip_x0=False,
+        generator=torch.Generator().manual_seed(11),
+        **kw,
+    ).flatten()
     se = std / math.sqrt(out.numel())
     assert abs(out.mean().item() - mu) < 5 * se + 0.01
     assert abs(out.std().item() - std) < tol * std
@@ -152,8 +199,10 @@ def test_deterministic_ddim_converges_to_the_data_distribution_as_steps_grow():
     T, mu, std = 1000, 0.3, 0.5
     s = NoiseSchedule.from_config("linear", T)
     x_T = torch.randn(2000, 1, 2, 2, generator=torch.Generator().manual_seed(15))
-    errors = [abs(ddim_sample(gaussian_eps_fn(s, mu, std), s, x_T, steps=k, clip_x0=False).std().item() - std)
-              for k in (10, 50, 250)]
+    errors = [
+        abs(ddim_sample(gaussian_eps_fn(s, mu, std), s, x_T, steps=k, clip_x0=False).std().item() - std)
+        for k in (10, 50, 250)
+    ]
     assert errors[0] > errors[1] > errors[2]
 
 
@@ -167,11 +216,18 @@ def test_guidance_hooks_see_every_step_and_change_the_update():
         def hook(x, t, eps):
             seen.append((name, t.tolist()))
             return eps + shift
+
         return hook
 
     base = ddim_sample(gaussian_eps_fn(s, 0.0, 0.0), s, x_T, steps=5, clip_x0=False)
-    guided = ddim_sample(gaussian_eps_fn(s, 0.0, 0.0), s, x_T, steps=5, clip_x0=False,
-                         guidance=[recorder("a", 0.0), recorder("b", 0.1)])
+    guided = ddim_sample(
+        gaussian_eps_fn(s, 0.0, 0.0),
+        s,
+        x_T,
+        steps=5,
+        clip_x0=False,
+        guidance=[recorder("a", 0.0), recorder("b", 0.1)],
+    )
     assert [name for name, _ in seen] == ["a", "b"] * 5
     assert [t[0] for name, t in seen if name == "a"] == list(reversed(ddim_timesteps(T, 5)))
     assert not torch.allclose(base, guided)
@@ -193,8 +249,9 @@ def test_trajectories_hold_the_intermediate_images(sampler, kw):
     assert torch.equal(traj.xs[0], x_T) and torch.equal(traj.xs[-1], out)
     assert traj.stacked().shape == (steps + 1, 2, 1, 4, 4)
     g = torch.Generator().manual_seed(14)
-    _, sparse = sample_loop(toy_eps_fn(T), s, x_T, sampler, return_trajectory=True, trajectory_stride=4,
-                            generator=g, **kw)
+    _, sparse = sample_loop(
+        toy_eps_fn(T), s, x_T, sampler, return_trajectory=True, trajectory_stride=4, generator=g, **kw
+    )
     assert sparse.timesteps[-1] == -1 and torch.equal(sparse.xs[-1], out)
     assert len(sparse.xs) == steps // 4 + 1 + (steps % 4 != 0)
 

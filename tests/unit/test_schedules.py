@@ -21,6 +21,15 @@ from difgan.diffusion import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine a second thread mostly waits at barriers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("T", [1, 10, 300, 1000, 4000])
 def test_linear_alphas_cumprod_match_the_closed_form(T):
     s = NoiseSchedule.from_config("linear", T)
@@ -45,11 +54,12 @@ def test_cosine_alphas_cumprod_match_the_closed_form(T):
     f = np.cos((t / T + offset) / (1 + offset) * np.pi / 2) ** 2
     f0 = np.cos(offset / (1 + offset) * np.pi / 2) ** 2
     abar = f / f0
-    unclipped = cosine_betas(T).numpy() < 0.999          # the clip at 0.999 only touches the last steps
+    unclipped = cosine_betas(T).numpy() < 0.999  # the clip at 0.999 only touches the last steps
     assert unclipped[: int(0.95 * T)].all()
     first_clipped = int(np.argmin(unclipped)) if not unclipped.all() else T
-    np.testing.assert_allclose(s.alphas_cumprod.double().numpy()[:first_clipped], abar[:first_clipped],
-                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        s.alphas_cumprod.double().numpy()[:first_clipped], abar[:first_clipped], rtol=1e-5, atol=1e-9
+    )
     assert (s.betas <= 0.999).all() and (s.betas > 0).all()
     assert s.terminal_signal() < 1e-3
 
@@ -60,8 +70,9 @@ def test_derived_quantities_are_consistent(schedule):
     abar = s.alphas_cumprod.double()
     assert (abar[1:] < abar[:-1]).all() and abar[0] < 1
     assert torch.allclose(s.alphas_cumprod_prev[1:], s.alphas_cumprod[:-1]) and s.alphas_cumprod_prev[0] == 1
-    assert torch.allclose(s.sqrt_alphas_cumprod ** 2 + s.sqrt_one_minus_alphas_cumprod ** 2,
-                          torch.ones(200), atol=1e-6)
+    assert torch.allclose(
+        s.sqrt_alphas_cumprod**2 + s.sqrt_one_minus_alphas_cumprod**2, torch.ones(200), atol=1e-6
+    )
     assert s.posterior_variance[0] == 0 and (s.posterior_variance[1:] < s.betas[1:]).all()
     assert torch.isfinite(s.posterior_log_variance_clipped).all()
     snr = s.snr()
@@ -74,8 +85,17 @@ def test_schedule_buffers_are_not_in_checkpoints_and_move_with_the_module():
     assert s.to(torch.float64).betas.dtype == torch.float64  # buffers follow .to() like any module's
 
 
-@pytest.mark.parametrize("bad", [dict(schedule="sqrt"), dict(timesteps=0), dict(beta_start=0.0),
-                                 dict(beta_start=0.03), dict(beta_end=1.0), dict(schedule="cosine", cosine_s=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(schedule="sqrt"),
+        dict(timesteps=0),
+        dict(beta_start=0.0),
+        dict(beta_start=0.03),
+        dict(beta_end=1.0),
+        dict(schedule="cosine", cosine_s=-1),
+    ],
+)
 def test_impossible_schedules_are_rejected(bad):
     kwargs = {"schedule": "linear", "timesteps": 10, **bad}
     with pytest.raises(ValueError):
@@ -88,7 +108,7 @@ def test_forward_process_statistics_on_a_large_batch_with_per_sample_t():
     x0 = torch.tensor([0.9, -0.5, 0.1, -1.0]).reshape(1, 1, 2, 2)
     ts = torch.tensor([0, 99, 499, 999])
     n = 20000
-    t = ts.repeat_interleave(n)                      # one batch, four different timesteps in it
+    t = ts.repeat_interleave(n)  # one batch, four different timesteps in it
     xt = q_sample(s, x0.expand(len(t), -1, -1, -1), t).reshape(4, n, 4)
     abar = torch.tensor([math.prod(1 - (1e-4 + (0.02 - 1e-4) * i / 999) for i in range(k + 1)) for k in ts])
     mean, var = xt.mean(1), xt.var(1)
@@ -110,7 +130,8 @@ def test_timesteps_are_drawn_per_sample_and_uniformly():
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_posterior_matches_the_gaussian_product(schedule):
-    """q(x_{t-1} | x_t, x_0) is proportional to N(x_t; sqrt(a_t) x_{t-1}, b_t) N(x_{t-1}; sqrt(abar_{t-1}) x_0,
+    """q(x_{t-1} | x_t, x_0) is proportional to
+    N(x_t; sqrt(a_t) x_{t-1}, b_t) N(x_{t-1}; sqrt(abar_{t-1}) x_0,
     1 - abar_{t-1}): precision a_t / b_t + 1 / (1 - abar_{t-1}), mean = (sqrt(a_t) x_t / b_t
     + sqrt(abar_{t-1}) x_0 / (1 - abar_{t-1})) / precision. Written here from the betas alone."""
     T = 300
@@ -124,7 +145,9 @@ def test_posterior_matches_the_gaussian_product(schedule):
         a_t, b_t = 1 - betas[t], betas[t]
         abar_prev = np.prod(1 - betas[:t])
         precision = a_t / b_t + 1 / (1 - abar_prev)
-        expected = (np.sqrt(a_t) * xt[row].numpy() / b_t + np.sqrt(abar_prev) * x0[row].numpy() / (1 - abar_prev))
+        expected = np.sqrt(a_t) * xt[row].numpy() / b_t + np.sqrt(abar_prev) * x0[row].numpy() / (
+            1 - abar_prev
+        )
         np.testing.assert_allclose(mean[row].double().numpy(), expected / precision, rtol=2e-4, atol=2e-5)
         np.testing.assert_allclose(var[row].double().numpy(), 1 / precision, rtol=1e-4)
         np.testing.assert_allclose(log_var[row].double().numpy(), np.log(1 / precision), rtol=1e-4)

@@ -14,9 +14,24 @@ from difgan.nets.embeddings import ClassEmbedding, TimestepEmbedding, sinusoidal
 from difgan.nets.unet import AttentionBlock, UNet, norm_groups
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine a second thread mostly waits at barriers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny(**kw) -> dict:
-    return {"channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": [],
-            "dropout": 0.0, **kw}
+    return {
+        "channels": 8,
+        "channel_mult": (1, 2),
+        "num_res_blocks": 1,
+        "attention_resolutions": [],
+        "dropout": 0.0,
+        **kw,
+    }
 
 
 def test_ddpm_cifar_config_builds_ho_et_als_35_7m_parameter_network(compose_run):
@@ -32,12 +47,26 @@ def test_ddpm_cifar_config_builds_ho_et_als_35_7m_parameter_network(compose_run)
     assert model.schedule.terminal_signal() == pytest.approx(0.00635, rel=1e-2)
 
 
-@pytest.mark.parametrize("resolution,channels,mult,attention", [
-    (28, 1, (1, 2, 2), "all"), (32, 3, (1, 2, 2, 2), "all"), (64, 3, (1, 2, 4), [32, 16]),
-    (96, 1, (1, 1, 2, 2), [24, 12])])
+@pytest.mark.parametrize(
+    "resolution,channels,mult,attention",
+    [
+        (28, 1, (1, 2, 2), "all"),
+        (32, 3, (1, 2, 2, 2), "all"),
+        (64, 3, (1, 2, 4), [32, 16]),
+        (96, 1, (1, 1, 2, 2), [24, 12]),
+    ],
+)
 def test_unet_keeps_the_image_shape_at_every_supported_size(resolution, channels, mult, attention):
-    net = UNet(channels, resolution, channels=8, channel_mult=mult, num_res_blocks=1,
-               attention_resolutions=attention, dropout=0.1, num_classes=3)
+    net = UNet(
+        channels,
+        resolution,
+        channels=8,
+        channel_mult=mult,
+        num_res_blocks=1,
+        attention_resolutions=attention,
+        dropout=0.1,
+        num_classes=3,
+    )
     expected = [resolution // 2**i for i in range(len(mult))] if attention == "all" else attention
     assert net.attention_at == expected
     x = torch.randn(2, channels, resolution, resolution)
@@ -79,7 +108,7 @@ def test_attention_equals_softmax_attention_written_out():
         x = torch.randn(2, 8, 4, 4)
         B, C, H, W = x.shape
         qkv = block.qkv(block.norm(x)).reshape(B, 3, heads, C // heads, H * W)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]                       # (B, heads, d, N)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, heads, d, N)
         w = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(C // heads), dim=-1)
         h = torch.einsum("bhij,bhdj->bhdi", w, v).reshape(B, C, H, W)
         assert torch.allclose(block(x), x + block.proj(h), atol=1e-5)
@@ -97,9 +126,11 @@ def test_sinusoidal_embedding_values():
     freqs = torch.exp(-math.log(10000.0) * torch.arange(8) / 7)
     assert torch.allclose(emb[2], torch.cat([torch.sin(10 * freqs), torch.cos(10 * freqs)]), atol=1e-5)
     assert sinusoidal_embedding(t, 15).shape == (4, 15)
-    assert torch.allclose(sinusoidal_embedding(torch.tensor([0.5]), 4),
-                          sinusoidal_embedding(torch.tensor([1.0]), 4, max_period=10000.0) * 0 +
-                          sinusoidal_embedding(torch.tensor([0.5]), 4))  # fractional t is fine
+    assert torch.allclose(
+        sinusoidal_embedding(torch.tensor([0.5]), 4),
+        sinusoidal_embedding(torch.tensor([1.0]), 4, max_period=10000.0) * 0
+        + sinusoidal_embedding(torch.tensor([0.5]), 4),
+    )  # fractional t is fine
     emb_mlp = TimestepEmbedding(16)
     assert emb_mlp(t).shape == (4, 64)
 
@@ -114,28 +145,37 @@ def test_class_embedding_label_dropout():
     assert emb(None, batch_size=3).shape == (3, 4)
 
 
-@pytest.mark.parametrize("unet,shape,key", [
-    (tiny(channel_mult=(1, 2, 2, 2)), (1, 28, 28), "model.unet.channel_mult"),
-    (tiny(attention_resolutions=[16]), (1, 28, 28), "model.unet.attention_resolutions"),
-    (tiny(attention_resolutions="some"), (1, 28, 28), "model.unet.attention_resolutions"),
-    (tiny(attention_heads=3), (1, 28, 28), "model.unet"),
-    (tiny(dropout=1.5), (1, 28, 28), "model.unet"),
-    (tiny(width=3), (1, 28, 28), "model.unet.width"),
-])
+@pytest.mark.parametrize(
+    "unet,shape,key",
+    [
+        (tiny(channel_mult=(1, 2, 2, 2)), (1, 28, 28), "model.unet.channel_mult"),
+        (tiny(attention_resolutions=[16]), (1, 28, 28), "model.unet.attention_resolutions"),
+        (tiny(attention_resolutions="some"), (1, 28, 28), "model.unet.attention_resolutions"),
+        (tiny(attention_heads=3), (1, 28, 28), "model.unet"),
+        (tiny(dropout=1.5), (1, 28, 28), "model.unet"),
+        (tiny(width=3), (1, 28, 28), "model.unet.width"),
+    ],
+)
 def test_impossible_networks_are_config_errors(unet, shape, key):
     with pytest.raises(ConfigError) as info:
         DDPM(shape, unet=unet)
     assert info.value.key == key
 
 
-@pytest.mark.parametrize("kwargs,key", [
-    ({"timesteps": 0}, "model.timesteps"), ({"schedule": "sigmoid"}, "model.schedule"),
-    ({"beta_end": 2.0}, "model.beta_start"), ({"cond_drop_prob": 1.0}, "model.cond_drop_prob"),
-    ({"lr": 0.0}, "model.lr"), ({"sampling": {"sampler": "euler"}}, "model.sampling.sampler"),
-    ({"sampling": {"sampling_steps": 0}}, "model.sampling.sampling_steps"),
-    ({"sampling": {"eta": 2.0}}, "model.sampling.eta"),
-    ({"sampling": {"guidance_scale": 3.0}}, "model.sampling.guidance_scale"),  # unconditional model
-])
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        ({"timesteps": 0}, "model.timesteps"),
+        ({"schedule": "sigmoid"}, "model.schedule"),
+        ({"beta_end": 2.0}, "model.beta_start"),
+        ({"cond_drop_prob": 1.0}, "model.cond_drop_prob"),
+        ({"lr": 0.0}, "model.lr"),
+        ({"sampling": {"sampler": "euler"}}, "model.sampling.sampler"),
+        ({"sampling": {"sampling_steps": 0}}, "model.sampling.sampling_steps"),
+        ({"sampling": {"eta": 2.0}}, "model.sampling.eta"),
+        ({"sampling": {"guidance_scale": 3.0}}, "model.sampling.guidance_scale"),  # unconditional model
+    ],
+)
 def test_impossible_model_values_are_config_errors(kwargs, key):
     with pytest.raises(ConfigError) as info:
         DDPM((1, 16, 16), unet=tiny(), **kwargs)

@@ -1,0 +1,113 @@
+"""End to end: a short DCGAN run with metrics on, then ``difgan.evaluate`` and ``difgan.interpolate`` on its
+checkpoint, through the real Hydra entry points (run in this process to save interpreter starts)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib
+import io
+import json
+import sys
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from tests.integration.runner import Result, one_line_error
+
+
+def entry(module: str, *args: str) -> Result:
+    """``python -m <module> *args`` in this process: its Hydra ``main`` with ``sys.argv`` set."""
+    main = importlib.import_module(module).main
+    GlobalHydra.instance().clear()
+    out, err = io.StringIO(), io.StringIO()
+    argv, code = sys.argv, 0
+    sys.argv = [module, *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+TINY_METRICS = ["metrics.domain_net.train_kimg=1", "metrics.domain_net.width=8",
+                "metrics.domain_net.feature_dim=32",
+                "metrics.batch_size=16", "metrics.kid_subset_size=10", "metrics.is_splits=2",
+                "metrics.inception_download=false", "metrics.during_training.n=20",
+                "metrics.during_training.kid_subsets=3", "metrics.final.n=24"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, mnist_root):
+    base = tmp_path_factory.mktemp("evaluate")
+    run_dir, cache = base / "run", base / "cache"
+    result = entry("difgan.run", "model=dcgan", "model.base_channels=8", "model.latent_dim=16", "data=mnist",
+                   f"paths.data_dir={mnist_root.data_dir}", "data.batch_size=8", "logger=csv",
+                   "trainer.enable_progress_bar=false", "trainer.max_epochs=2", "callbacks.samples.n=4",
+                   f"paths.cache_dir={cache}", f"hydra.run.dir={run_dir}", *TINY_METRICS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, cache, result
+
+
+def test_training_run_tracks_and_writes_metrics(run):
+    run_dir, cache, result = run
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert set(saved["metrics"]) >= {"fid_domain", "kid_domain", "is_domain", "precision_domain",
+                                     "recall_domain"}
+    p = saved["protocol"]
+    assert p["n_generated"] == 24 and p["weights"] == "ema" and p["metric_spaces"] == ["domain"]
+    assert "fid_domain" in result.stdout  # the table
+    rows = list(csv.DictReader(open(run_dir / "logs" / "metrics.csv")))
+    assert sum(1 for r in rows if r.get("val/fid_domain")) == 2  # every epoch
+    assert (run_dir / "metrics_curves.png").is_file()
+    assert list((cache / "feature_nets").glob("mnist_28px_1ch_*.pt"))
+    assert list((cache / "reference").glob("mnist_train_28px_domain_n20_*.pt"))
+
+
+def test_evaluate_prints_a_table_and_writes_metrics_json(run, tmp_path):
+    run_dir, cache, _ = run
+    out = tmp_path / "m.json"
+    result = entry("difgan.evaluate", f"ckpt_path={run_dir}", "n=30", "metrics=[fid,kid,is,pr]", f"out={out}",
+                   f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fid_domain" in result.stdout and "n_generated=30" in result.stdout and str(out) in result.stdout
+    saved = json.loads(out.read_text())
+    p = saved["protocol"]
+    assert p["checkpoint"].endswith("last.ckpt") and p["weights"] == "ema" and p["n_generated"] == 30
+    assert p["n_real"] == 30 and p["reference"]["split"] == "train" and p["model"] == "DCGAN"
+    assert p["feature_spaces"]["domain"]["weights"].startswith(str(cache))
+    assert {"generate", "features", "metrics", "total"} <= set(p["time_s"])
+
+    raw = entry("difgan.evaluate", f"ckpt_path={run_dir}", "n=30", "metrics=[fid]", "use_ema=false",
+                f"out={tmp_path / 'raw.json'}", f"paths.cache_dir={cache}",
+                f"hydra.run.dir={tmp_path / 'eval2'}")
+    assert raw.returncode == 0, raw.stderr[-3000:]
+    raw_saved = json.loads((tmp_path / "raw.json").read_text())
+    assert raw_saved["protocol"]["weights"] == "raw" and set(raw_saved["metrics"]) == {"fid_domain"}
+
+
+def test_evaluate_errors_are_one_line(run, tmp_path, monkeypatch):
+    run_dir, cache, _ = run
+    missing = entry("difgan.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}",
+                    f"hydra.run.dir={tmp_path / 'e'}")
+    assert "checkpoint not found" in one_line_error(missing)
+    bad = entry("difgan.evaluate", f"ckpt_path={run_dir}", "metrics=[fid,lpips]",
+                f"hydra.run.dir={tmp_path / 'e'}")
+    assert "lpips" in one_line_error(bad)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    no_weights = entry("difgan.evaluate", f"ckpt_path={run_dir}", "n=4", "feature_space=inception",
+                       f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'e'}")
+    line = one_line_error(no_weights)
+    assert "weights-inception-2015-12-05-6726825d.pth" in line and str(tmp_path / "torch") in line
+
+
+def test_interpolate_writes_strips(run, tmp_path):
+    run_dir, _, _ = run
+    result = entry("difgan.interpolate", f"ckpt_path={run_dir}", "rows=2", "steps=5", f"out={tmp_path}",
+                   f"hydra.run.dir={tmp_path / 'i'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "interpolation_z.png").stat().st_size > 100 and "slerp" in result.stdout

@@ -1,0 +1,119 @@
+"""Resuming: a run killed with SIGKILL continues from its last checkpoint with its optimizer states, EMA and
+counters; and a run resumed at an epoch boundary ends bit-for-bit where an uninterrupted run does (CPU)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from tests.integration.runner import cli_env, finish, hydra_main, load, probe, start_cli, tiny
+
+BATCH = 8          # mnist_root: 36 training images -> 4 batches an epoch (drop_last)
+TOTAL_STEPS = 40   # optimizer steps; a DCGAN makes two per batch (D and G): 20 batches
+
+
+def _assert_same(a, b, what: str) -> None:
+    """Exactly equal nested containers of tensors (state dicts, optimizer states)."""
+    if isinstance(a, torch.Tensor):
+        same = isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+        assert same, f"{what} differs" + (f" by up to {(a.double() - b.double()).abs().max():.3g}"
+                                          if isinstance(b, torch.Tensor) and a.shape == b.shape else "")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), (what, sorted(set(a) ^ set(b))[:5])
+        for k in a:
+            _assert_same(a[k], b[k], f"{what}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{what}[{i}]")
+    else:
+        assert a == b, (what, a, b)
+
+
+def _adam_steps(ckpt: dict) -> list[int]:
+    """Adam's step count of every parameter, generator's optimizer then discriminator's."""
+    return [int(s["step"]) for opt in ckpt["optimizer_states"] for s in opt["state"].values()]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_optimizer_ema_and_counters(tmp_path, mnist_root):
+    killed_dir = tmp_path / "killed"
+    proc = start_cli(*tiny(killed_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
+                           "callbacks.checkpoint.every_n_train_steps=2",  # every batch
+                           *probe("slow", "SlowDown", seconds=0.25)),
+                     cwd=tmp_path, env=cli_env())
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no teardown, no final checkpoint
+    result = finish(proc, timeout=60)
+    assert result.returncode == -9, (result.returncode, result.stderr[-3000:])
+
+    killed = load(last)  # the save is atomic: whatever is there is a whole checkpoint
+    step = killed["global_step"]
+    assert 2 <= step < TOTAL_STEPS and step % 2 == 0
+    assert killed["difgan"]["batches_seen"] == step // 2
+    assert killed["difgan"]["images_seen"] == step // 2 * BATCH
+    assert set(_adam_steps(killed)) == {step // 2}
+
+    resumed_dir = tmp_path / "resumed"
+    result = hydra_main(*tiny(resumed_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
+                              f"ckpt_path={killed_dir}", *probe("start", "StateAtStart",
+                                                                path=tmp_path / "start.pt")))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # What training resumed from is the killed run's checkpoint: raw and EMA weights, BatchNorm statistics,
+    # both optimizers' states, counters.
+    start = load(tmp_path / "start.pt")
+    assert any(k.startswith("ema.averaged.") for k in killed["state_dict"])
+    _assert_same(start["state_dict"], killed["state_dict"], "state_dict")
+    _assert_same(start["optimizer_states"], killed["optimizer_states"], "optimizer_states")
+    assert (start["global_step"], start["batches_seen"], start["images_seen"]) == (
+        step, step // 2, step // 2 * BATCH)
+
+    # ... and the counters went on from there instead of restarting.
+    final = load(resumed_dir / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == TOTAL_STEPS
+    assert final["difgan"]["batches_seen"] == TOTAL_STEPS // 2
+    assert final["difgan"]["images_seen"] == TOTAL_STEPS // 2 * BATCH
+    assert set(_adam_steps(final)) == {TOTAL_STEPS // 2}
+    assert f"done: {TOTAL_STEPS // 2 * BATCH} images seen, {TOTAL_STEPS // 2} batches" in result.stdout
+
+
+@pytest.mark.slow
+def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path, mnist_root):
+    def train(name: str, *more: str) -> dict:
+        result = hydra_main(*tiny(tmp_path / name, mnist_root.data_dir, *more))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return load(tmp_path / name / "checkpoints" / "last.ckpt")
+
+    straight = train("straight", "trainer.max_epochs=2")
+    first = train("first", "trainer.max_epochs=1")
+    resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first'}")
+
+    assert first["global_step"] == 8 and first["difgan"]["batches_seen"] == 4  # one epoch of 4 batches
+    assert straight["global_step"] == resumed["global_step"] == 16
+    for key in ("images_seen", "batches_seen"):
+        assert straight["difgan"][key] == resumed["difgan"][key]
+    # generator, discriminator and the generator's EMA, BatchNorm statistics included; and the optimizers
+    names = straight["state_dict"].keys()
+    assert any(k.startswith("_generator.") for k in names) and any(k.startswith("_discriminator.") for k in names)
+    assert any(k.startswith("ema.averaged.") for k in names)
+    _assert_same(resumed["state_dict"], straight["state_dict"], "state_dict")
+    _assert_same(resumed["optimizer_states"], straight["optimizer_states"], "optimizer_states")
+    # the comparison means something: the second epoch changed the weights
+    assert not torch.equal(first["state_dict"]["_generator.net.0.weight"],
+                           straight["state_dict"]["_generator.net.0.weight"])
+
+
+def test_last_checkpoint_holds_the_final_state_between_save_points(tmp_path, mnist_root):
+    """A run that stops between two periodic saves (max_steps, max_kimg) still ends with its final state in
+    last.ckpt (Lightning alone keeps the older one once any last.ckpt was written)."""
+    result = hydra_main(*tiny(tmp_path / "run", mnist_root.data_dir, "trainer.max_steps=6",
+                              "callbacks.checkpoint.every_n_train_steps=4"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == 6 and final["difgan"]["batches_seen"] == 3
