@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -55,10 +56,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, config: dict) -
 
 
 def finish_wandb() -> None:
-    """End the W&B run, so the next job of a multirun starts its own (PITFALLS: W&B)."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
+    """End the W&B run, so the next job of a multirun starts its own (PITFALLS: W&B). A process that never
+    imported wandb has no run (and is spared the second of importing it)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()

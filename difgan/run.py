@@ -141,8 +141,10 @@ def print_summary(run_dir: Path, trainer, model, callbacks, results) -> None:
              f"global_step {trainer.global_step}",
              f"run folder : {run_dir}",
              f"checkpoint : {run_dir / LAST}",
-             f"samples    : {samples}",
-             f"CSV logs   : {run_dir / 'logs' / 'metrics.csv'}"]
+             f"samples    : {samples}"]
+    csv = run_dir / "logs" / "metrics.csv"
+    if csv.is_file():  # logger=none writes none
+        lines.append(f"CSV logs   : {csv}")
     wandb_dir = run_dir / "wandb"
     if wandb_dir.is_dir():
         offline = sorted(wandb_dir.glob("offline-run-*"))

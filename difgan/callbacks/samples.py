@@ -34,7 +34,8 @@ class SampleGrid(L.Callback):
 
     def __init__(self, out_dir: str | Path, every_n_batches: int = 500, n: int = 64, use_ema: bool = True,
                  seed: int = 0):
-        self.out_dir, self.every, self.n, self.use_ema, self.seed = Path(out_dir), every_n_batches, n, use_ema, seed
+        self.out_dir, self.every, self.n = Path(out_dir), every_n_batches, n
+        self.use_ema, self.seed = use_ema, seed
         self.last_path: Path | None = None
 
     def _fixed_inputs(self, pl_module):

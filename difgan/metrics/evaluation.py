@@ -25,13 +25,7 @@ from difgan.data.datamodule import ImageDataModule, to_uint8
 from difgan.metrics.config import NEEDS_REAL, MetricsError, MetricsSettings
 from difgan.metrics.distributed import gather_chunks, my_chunks, world
 from difgan.metrics.features import FeatureSpace, extract, load_feature_space
-from difgan.metrics.formulas import (
-    feature_statistics,
-    fid_from_statistics,
-    inception_score,
-    kid,
-    precision_recall,
-)
+from difgan.metrics.formulas import fid_against_features, inception_score, kid, precision_recall
 from difgan.metrics.reference import Reference, reference_statistics
 
 SAMPLER_HPARAM_KEYS = ("sampler", "sampling", "timesteps", "num_steps", "guidance", "eta", "truncation")
@@ -180,8 +174,8 @@ class Evaluator:
             fake = feats[name]["features"]
             ref = self.references.get(name)
             if "fid" in self.metrics:
-                values[f"fid_{name}"] = fid_from_statistics(real=(ref.mu, ref.sigma),
-                                                            fake=feature_statistics(fake))
+                values[f"fid_{name}"] = fid_against_features(real=(ref.mu, ref.sigma), fake=fake,
+                                                             real_sqrt=ref.sigma_sqrt)
             if "kid" in self.metrics:
                 mean, std, size = kid(real=ref.features.to(dev), fake=fake.to(dev), subsets=self.kid_subsets,
                                       subset_size=s.kid_subset_size, degree=s.kid_degree, coef0=s.kid_coef0,
@@ -243,7 +237,8 @@ class Evaluator:
                                  "std": "over subsets, ddof 0"},
                          "is": {"splits": s.is_splits, "shuffle": False},
                          "pr": {"k": s.pr_k, "method": "Kynkaanniemi et al. 2019, ties inside"},
-                         "fid": {"covariance": "unbiased (n-1)", "sqrtm": "torch-fidelity eigvals"},
+                         "fid": {"covariance": "unbiased (n-1)",
+                                 "trace_sqrt": "symmetric eigendecomposition, float64"},
                          "batch_size": s.batch_size, "image_rounding": "to uint8 with rounding"},
             "world_size": size,
             "device": str(module.device),

@@ -24,7 +24,7 @@ from difgan.metrics.config import MetricsError
 from difgan.metrics.distributed import barrier, broadcast_flag, gather_chunks, my_chunks, world
 from difgan.metrics.domain_net import file_lock
 from difgan.metrics.features import FeatureSpace, extract
-from difgan.metrics.formulas import feature_statistics
+from difgan.metrics.formulas import feature_statistics, psd_sqrt
 from difgan.metrics.realdata import (
     canonical_datamodule,
     data_identity,
@@ -47,6 +47,12 @@ class Reference:
     @property
     def n(self) -> int:
         return int(self.features.shape[0])
+
+    def sigma_sqrt(self) -> Tensor:
+        """sigma^(1/2), computed on first use and kept (FID with more samples than dimensions needs it)."""
+        if getattr(self, "_sigma_sqrt", None) is None:
+            self._sigma_sqrt = psd_sqrt(self.sigma)
+        return self._sigma_sqrt
 
 
 def reference_key(space: FeatureSpace, dm: ImageDataModule, split: str, n: int | None) -> tuple[dict, Tensor]:

@@ -136,8 +136,18 @@ class GenerativeModule(L.LightningModule, abc.ABC):
         super().optimizer_step(*args, **kwargs)
         self.update_ema()
 
+    def logging_step(self) -> bool:
+        """Whether Lightning writes this batch's step metrics to the loggers: every ``log_every_n_steps``
+        batches (it counts batches, not optimizer steps) and when training is stopping. Step metrics logged on
+        other batches are never written, and each ``self.log`` costs tens of microseconds to milliseconds of
+        Python, so models log only here (the progress bar then refreshes its numbers at the same rate)."""
+        n = self.trainer.log_every_n_steps
+        return bool(n) and (self.batches_seen % n == 0 or self.trainer.should_stop)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.log("train/kimg", self.images_seen / 1000.0, on_step=True, on_epoch=False, rank_zero_only=True)
+        if self.logging_step():
+            self.log("train/kimg", self.images_seen / 1000.0, on_step=True, on_epoch=False,
+                     rank_zero_only=True)
 
     def on_fit_start(self) -> None:
         # RNG state from a checkpoint is restored here, before Lightning creates the first training-data
@@ -147,6 +157,11 @@ class GenerativeModule(L.LightningModule, abc.ABC):
         if self._restored_rng is not None:
             _set_rng_state(self._restored_rng)
             self._restored_rng = None
+        if self.trainer.world_size > 1:
+            # Every rank was seeded alike (and a resumed run restores rank 0's state everywhere), so each
+            # would draw the same noise (z, t, dropout) and the ranks' fakes would be copies of each other.
+            # Each rank continues from its own seed, derived from the shared state and its rank.
+            _seed_all(int(torch.randint(2**31 - 1, ())) + 7919 * self.trainer.global_rank)
         counts = {f"params/{name}": sum(p.numel() for p in net.parameters())
                   for name, net in self.networks().items()}
         for logger in self.loggers:
@@ -191,6 +206,12 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _as_tuple(x):

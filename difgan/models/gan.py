@@ -30,7 +30,8 @@ class GANModule(GenerativeModule, abc.ABC):
         checks = {
             "model.latent_dim": latent_dim >= 1, "model.lr": lr > 0, "model.d_steps": d_steps >= 1,
             "model.label_smoothing": 0 <= label_smoothing < 0.5, "model.fake_label": 0 <= fake_label < 0.5,
-            "model.instance_noise": instance_noise >= 0, "model.instance_noise_kimg": instance_noise_kimg >= 0,
+            "model.instance_noise": instance_noise >= 0,
+            "model.instance_noise_kimg": instance_noise_kimg >= 0,
         }
         for key, ok in checks.items():
             if not ok:
@@ -94,9 +95,11 @@ class GANModule(GenerativeModule, abc.ABC):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
-        log = {"train/d_loss": d_loss.detach(),
-               "train/d_real": (real_logits.detach() > 0).float().mean(),   # fraction D calls real
-               "train/d_fake": (fake_logits.detach() > 0).float().mean()}   # fraction D calls fake real
+        log = {}
+        if self.logging_step():
+            log = {"train/d_loss": d_loss.detach(),
+                   "train/d_real": (real_logits.detach() > 0).float().mean(),   # fraction D calls real
+                   "train/d_fake": (fake_logits.detach() > 0).float().mean()}   # fraction D calls fake real
 
         if g_turn:
             with self.toggled_optimizer(opt_g):
@@ -105,9 +108,11 @@ class GANModule(GenerativeModule, abc.ABC):
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 opt_g.step()
-            log["train/g_loss"] = g_loss.detach()
+            if log:
+                log["train/g_loss"] = g_loss.detach()
         self.update_ema()
-        self.log_dict(log, on_step=True, on_epoch=False, prog_bar=True)
+        if log:
+            self.log_dict(log, on_step=True, on_epoch=False, prog_bar=True)
 
 
 class DCGAN(GANModule):

@@ -21,20 +21,23 @@ def _state(trainer, pl_module) -> dict:
 
 class RankState(L.Callback):
     """Every rank writes ``<out_dir>/rank<r>.pt`` at the end of training: its module's ``state_dict``, the
-    names of its parameters, optimizer states, counters, and the sum of every real batch it trained on
-    (which tells whether the ranks saw different data)."""
+    names of its parameters, optimizer states, counters, the sum of every real batch it trained on (did the
+    ranks see different data?) and the torch RNG state at each batch start (do they draw different noise?)."""
 
     def __init__(self, out_dir: str):
         self.out_dir = Path(out_dir)
         self.batch_sums: list[float] = []
 
+        self.rng_states: list[torch.Tensor] = []
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.batch_sums.append(float(batch[0].double().sum()))
+        self.rng_states.append(torch.get_rng_state())
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({**_state(trainer, pl_module), "batch_sums": self.batch_sums},
-                   self.out_dir / f"rank{trainer.global_rank}.pt")
+        state = {**_state(trainer, pl_module), "batch_sums": self.batch_sums, "rng_states": self.rng_states}
+        torch.save(state, self.out_dir / f"rank{trainer.global_rank}.pt")
 
 
 class StateAtStart(L.Callback):

@@ -36,9 +36,10 @@ def good_checkpoint(tmp_path_factory, mnist_root) -> Path:
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mnist_root):
     run_dir = tmp_path / "run"
-    # 4 batches an epoch; a NaN weight before batch 7 (the second epoch's third) makes that batch's D loss NaN.
+    # 4 batches an epoch; a NaN weight before batch 7 (the second epoch's third) makes its D loss NaN.
     result = hydra_main(*tiny(run_dir, mnist_root.data_dir, "trainer.max_epochs=5",
-                              "callbacks.checkpoint.keep_periodic=true", *probe("nan", "PoisonWeights", at_batch=7)))
+                              "callbacks.checkpoint.keep_periodic=true",
+                              *probe("nan", "PoisonWeights", at_batch=7)))
     line = one_line_error(result)
     assert line == ("error: non-finite loss: d_loss=nan at batch 7 (global_step 12); training stopped, "
                     "the last good checkpoint is kept")
@@ -61,7 +62,8 @@ def test_truncated_checkpoint_is_one_line_through_the_real_cli(tmp_path, mnist_r
     broken = tmp_path / "truncated.ckpt"
     data = good_checkpoint.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
-    line = one_line_error(cli(*tiny(tmp_path / "run", mnist_root.data_dir, f"ckpt_path={broken}"), cwd=tmp_path))
+    result = cli(*tiny(tmp_path / "run", mnist_root.data_dir, f"ckpt_path={broken}"), cwd=tmp_path)
+    line = one_line_error(result)
     assert line.startswith(f"error: cannot read checkpoint {broken}: corrupt, truncated"), line
 
 

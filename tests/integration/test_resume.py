@@ -100,8 +100,8 @@ def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path, mn
         assert straight["difgan"][key] == resumed["difgan"][key]
     # generator, discriminator and the generator's EMA, BatchNorm statistics included; and the optimizers
     names = straight["state_dict"].keys()
-    assert any(k.startswith("_generator.") for k in names) and any(k.startswith("_discriminator.") for k in names)
-    assert any(k.startswith("ema.averaged.") for k in names)
+    for prefix in ("_generator.", "_discriminator.", "ema.averaged."):
+        assert any(k.startswith(prefix) for k in names), prefix
     _assert_same(resumed["state_dict"], straight["state_dict"], "state_dict")
     _assert_same(resumed["optimizer_states"], straight["optimizer_states"], "optimizer_states")
     # the comparison means something: the second epoch changed the weights

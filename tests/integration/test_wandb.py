@@ -16,13 +16,14 @@ def test_wandb_without_credentials_runs_offline_and_says_how_to_sync(tmp_path, m
                   WANDB_CONFIG_DIR=None, WANDB_CACHE_DIR=None, WANDB_DATA_DIR=None, NETRC=None,
                   XDG_CONFIG_HOME=None, XDG_CACHE_HOME=None)
     run_dir = tmp_path / "run"
-    args = [a for a in tiny(run_dir, mnist_root.data_dir, "trainer.max_steps=4") if a != "logger=csv"]
+    args = [a for a in tiny(run_dir, mnist_root.data_dir, "trainer.max_steps=4",
+                                          "trainer.log_every_n_steps=1") if a != "logger=csv"]
     result = cli(*args, "logger=default", cwd=tmp_path, env=env)   # stdin is /dev/null: a prompt would fail
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
 
     runs = list((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, list((run_dir / "wandb").iterdir()) if (run_dir / "wandb").is_dir() else "no wandb/"
+    assert len(runs) == 1, sorted((run_dir / "wandb").glob("*")) or "no wandb/ in the run folder"
     files = list(runs[0].glob("run-*.wandb"))
     assert len(files) == 1 and files[0].stat().st_size > 0
     data = files[0].read_bytes()

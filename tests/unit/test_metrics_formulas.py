@@ -10,12 +10,14 @@ import torch
 from difgan.metrics.formulas import (
     feature_statistics,
     fid,
+    fid_against_features,
     fid_from_statistics,
     inception_score,
     kid,
     kid_subset_indices,
     knn_radii,
     precision_recall,
+    psd_sqrt,
 )
 
 
@@ -75,11 +77,15 @@ def test_fid_of_a_set_against_itself_is_zero():
     assert abs(fid(real=wide, fake=wide)) < 1e-6 * float(np.trace(np.cov(wide.numpy(), rowvar=False)))
 
 
-@pytest.mark.parametrize("n,d,shift", [(200, 8, 0.3), (500, 32, 0.0), (120, 64, 1.0)])
-def test_fid_matches_scipy_formula(n, d, shift):
-    real, fake = _gauss(n, d, 1), _gauss(n + 17, d, 2, shift=shift, scale=1.3)
-    ours, ref = fid(real=real, fake=fake), np_fid(real.numpy(), fake.numpy())
-    assert ours == pytest.approx(ref, rel=1e-4)
+@pytest.mark.parametrize("n_real,n_fake,d,shift", [(200, 217, 8, 0.3), (500, 517, 32, 0.0), (120, 137, 64, 1.0),
+                                                   (300, 40, 64, 0.2)])  # the last: fewer fakes than dims
+def test_fid_matches_scipy_formula(n_real, n_fake, d, shift):
+    real, fake = _gauss(n_real, d, 1), _gauss(n_fake, d, 2, shift=shift, scale=1.3)
+    ref = np_fid(real.numpy(), fake.numpy())
+    assert fid(real=real, fake=fake) == pytest.approx(ref, rel=1e-4)
+    stats = feature_statistics(real)
+    assert fid_from_statistics(real=stats, fake=feature_statistics(fake)) == pytest.approx(ref, rel=1e-4)
+    assert fid_against_features(real=stats, fake=fake, real_sqrt=psd_sqrt(stats[1])) == pytest.approx(ref, rel=1e-4)
 
 
 def test_fid_from_cached_statistics_equals_from_features_and_float32_input():

@@ -1,0 +1,191 @@
+"""DCGAN training speed through the suite next to a plain PyTorch loop doing the same work. Prints JSON.
+
+    python benchmarks/dcgan_throughput.py                                  # batch 64 and 128, 28 px, CPU
+    python benchmarks/dcgan_throughput.py --batch 128 --batches 300 --repeats 5 --threads 2 --device cuda
+
+The suite: the real ``DCGAN`` LightningModule, ``ImageDataModule`` (mnist_offline, in memory) and Lightning
+``Trainer`` built from the run config exactly as ``python -m difgan.run`` builds them (``build_callbacks``:
+checkpoint every epoch, sample grid, resource monitor; CSV logger; the progress bar on; ``metrics=none``).
+The plain loop: the same generator, discriminator, EMA and Adam optimizers (same initial weights), the same
+uint8 images served in the same order (``EpochSeededSampler``) and turned into floats the same way, and per
+batch the same work as ``GANModule.training_step``: one generator forward, a discriminator step on real and
+detached fakes, a generator step through a frozen discriminator (non-saturating loss), an EMA update.
+Neither loop does anything else.
+
+Throughput is images per second over ``--batches`` batches after ``--warmup`` batches (timed inside the
+run: the suite's time includes its data loading, hooks, logging, progress bar and the epoch-end checkpoints
+that fall in the window; Trainer construction is reported apart as ``setup_s``). Suite and plain runs
+alternate (suite first in even rounds, plain first in odd ones) so background load hits both alike; the
+report gives each round and the medians, and ``ratio`` = median suite / median plain images/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from difgan.build import build_datamodule, build_model
+from difgan.data.datamodule import EpochSeededSampler, to_signed_float
+from difgan.loggers import build_loggers
+from difgan.losses import discriminator_bce, generator_nonsaturating
+from difgan.run import build_callbacks
+
+
+class Clock(L.Callback):
+    """Wall time from the end of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.t0, self.t1, self.batches = warmup, None, None, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if pl_module.batches_seen == self.warmup:
+            self.t0 = now
+        self.t1, self.batches = now, pl_module.batches_seen - self.warmup
+
+
+def compose_run(batch: int, base_channels: int, device: str, extra: list[str]):
+    with initialize_config_module(config_module="difgan.conf", version_base="1.3"):
+        return compose(config_name="run", overrides=[
+            "model=dcgan", "data=mnist_offline", f"data.batch_size={batch}",
+            f"model.base_channels={base_channels}", "logger=csv", "metrics=none",
+            f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "trainer.precision=32-true",
+            *extra])
+
+
+def suite(cfg, datamodule, warmup: int, batches: int, workdir: Path) -> dict:
+    t_setup = time.perf_counter()
+    L.seed_everything(cfg.seed, verbose=False)
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    model = build_model(cfg.model, datamodule.image_shape, datamodule.num_classes)
+    clock = Clock(warmup)
+    callbacks = build_callbacks(cfg, run_dir, datamodule) + [clock]
+    loggers = build_loggers(cfg.logger, run_dir, run_name="bench", config={})
+    trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=loggers, callbacks=callbacks,
+                          max_steps=2 * (warmup + batches), max_epochs=-1, enable_model_summary=False)
+    setup_s = time.perf_counter() - t_setup
+    t_fit = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # the progress bar and summary lines; stdout is the JSON
+        trainer.fit(model, datamodule=datamodule)
+    fit_s = time.perf_counter() - t_fit
+    assert clock.batches == batches, (clock.batches, batches)
+    seconds = clock.t1 - clock.t0
+    return {"images_per_s": batches * cfg.data.batch_size / seconds, "seconds": seconds, "setup_s": setup_s,
+            "fit_s": fit_s}
+
+
+def plain(cfg, datamodule, warmup: int, batches: int, device: torch.device) -> dict:
+    L.seed_everything(cfg.seed, verbose=False)
+    # the same initial weights as the suite's module (same seed, same constructor)
+    module = build_model(cfg.model, datamodule.image_shape, datamodule.num_classes)
+    G, D, ema = module.generator.to(device), module.discriminator.to(device), module.ema.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=module.lr, betas=module.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=module.lr, betas=module.betas)
+    images = datamodule.split("train").images
+    batch, n = cfg.data.batch_size, images.shape[0]
+    sampler = EpochSeededSampler(n, cfg.seed)
+    seen, done, t0 = 0, 0, None
+    epoch = 0
+    while done < warmup + batches:
+        sampler.set_epoch(epoch)
+        order = torch.as_tensor(list(sampler))
+        for i in range(n // batch):
+            real = to_signed_float(images[order[i * batch:(i + 1) * batch]].to(device, non_blocking=True))
+            z = torch.randn(batch, module.latent_dim, device=device)
+            fake = G(z)
+            d_loss = discriminator_bce(D(real), D(fake.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            D.requires_grad_(False)
+            g_loss = generator_nonsaturating(D(fake))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+            seen += batch
+            ema.update(G, batch, seen)
+            done += 1
+            if done == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            if done == warmup + batches:
+                break
+        epoch += 1
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {"images_per_s": batches * batch / seconds, "seconds": seconds}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--base-channels", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=200, help="timed batches per run")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (suite, plain), alternating order")
+    parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="further run-config overrides (e.g. trainer.enable_progress_bar=false)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in args.batch:
+            cfg = compose_run(batch, args.base_channels, args.device, args.override)
+            datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+            datamodule.setup()
+            rounds = []
+            for r in range(args.repeats):
+                order = ("suite", "plain") if r % 2 == 0 else ("plain", "suite")
+                row = {}
+                for which in order:
+                    if which == "suite":
+                        row[which] = suite(cfg, datamodule, args.warmup, args.batches, Path(tmp))
+                    else:
+                        row[which] = plain(cfg, datamodule, args.warmup, args.batches, device)
+                rounds.append(row)
+                print(f"batch {batch} round {r}: suite {row['suite']['images_per_s']:.1f} img/s, "
+                      f"plain {row['plain']['images_per_s']:.1f} img/s", file=sys.stderr)
+            suite_ips = statistics.median(r["suite"]["images_per_s"] for r in rounds)
+            plain_ips = statistics.median(r["plain"]["images_per_s"] for r in rounds)
+            results.append({
+                "batch": batch, "resolution": cfg.data.resolution, "base_channels": args.base_channels,
+                "suite_images_per_s": round(suite_ips, 1), "plain_images_per_s": round(plain_ips, 1),
+                "ratio": round(suite_ips / plain_ips, 4),
+                "ratio_per_round": [round(r["suite"]["images_per_s"] / r["plain"]["images_per_s"], 4)
+                                    for r in rounds],
+                "suite_setup_s": round(statistics.median(r["suite"]["setup_s"] for r in rounds), 2),
+                "rounds": [{k: {m: round(v, 3) for m, v in d.items()} for k, d in r.items()} for r in rounds],
+            })
+    print(json.dumps({
+        "benchmark": "dcgan_throughput", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "threads": args.threads, "timed_batches": args.batches, "warmup_batches": args.warmup,
+        "repeats": args.repeats, "torch": torch.__version__, "lightning": L.__version__,
+        "cpu": platform.processor() or platform.machine(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
