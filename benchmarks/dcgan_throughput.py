@@ -16,7 +16,9 @@ Throughput is images per second over ``--batches`` batches after ``--warmup`` ba
 run: the suite's time includes its data loading, hooks, logging, progress bar and the epoch-end checkpoints
 that fall in the window; Trainer construction is reported apart as ``setup_s``). Suite and plain runs
 alternate (suite first in even rounds, plain first in odd ones) so background load hits both alike; the
-report gives each round and the medians, and ``ratio`` = median suite / median plain images/s.
+report gives each round and the medians, and ``ratio`` = median suite / median plain images/s. On a shared
+CPU, wall time measures the neighbours as much as the code: ``cpu_ratio`` compares images per CPU-second of
+this process instead (exact with ``--threads 1``; more threads add OpenMP spin time to both loops).
 """
 
 from __future__ import annotations
@@ -45,16 +47,28 @@ from difgan.run import build_callbacks
 
 
 class Clock(L.Callback):
-    """Wall time from the end of batch ``warmup`` to the end of the last batch."""
+    """Wall and CPU time from the end of batch ``warmup`` to the end of the last batch."""
 
     def __init__(self, warmup: int):
         self.warmup, self.t0, self.t1, self.batches = warmup, None, None, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
+        now = _now(pl_module.device)
         if pl_module.batches_seen == self.warmup:
             self.t0 = now
         self.t1, self.batches = now, pl_module.batches_seen - self.warmup
+
+
+def _now(device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process), after the device's queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter(), time.process_time()
+
+
+def _rates(images: int, t0: tuple[float, float], t1: tuple[float, float]) -> dict:
+    wall, cpu = t1[0] - t0[0], t1[1] - t0[1]
+    return {"images_per_s": images / wall, "images_per_cpu_s": images / cpu, "seconds": wall, "cpu_s": cpu}
 
 
 def compose_run(batch: int, base_channels: int, device: str, extra: list[str]):
@@ -82,9 +96,7 @@ def suite(cfg, datamodule, warmup: int, batches: int, workdir: Path) -> dict:
         trainer.fit(model, datamodule=datamodule)
     fit_s = time.perf_counter() - t_fit
     assert clock.batches == batches, (clock.batches, batches)
-    seconds = clock.t1 - clock.t0
-    return {"images_per_s": batches * cfg.data.batch_size / seconds, "seconds": seconds, "setup_s": setup_s,
-            "fit_s": fit_s}
+    return {**_rates(batches * cfg.data.batch_size, clock.t0, clock.t1), "setup_s": setup_s, "fit_s": fit_s}
 
 
 def plain(cfg, datamodule, warmup: int, batches: int, device: torch.device) -> dict:
@@ -120,19 +132,15 @@ def plain(cfg, datamodule, warmup: int, batches: int, device: torch.device) -> d
             ema.update(G, batch, seen)
             done += 1
             if done == warmup:
-                _sync(device)
-                t0 = time.perf_counter()
+                t0 = _now(device)
             if done == warmup + batches:
                 break
         epoch += 1
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    return {"images_per_s": batches * batch / seconds, "seconds": seconds}
+    return _rates(batches * batch, t0, _now(device))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def per_round(rounds: list[dict], metric: str) -> list[float]:
+    return [round(r["suite"][metric] / r["plain"][metric], 4) for r in rounds]
 
 
 def main() -> None:
@@ -168,14 +176,18 @@ def main() -> None:
                 rounds.append(row)
                 print(f"batch {batch} round {r}: suite {row['suite']['images_per_s']:.1f} img/s, "
                       f"plain {row['plain']['images_per_s']:.1f} img/s", file=sys.stderr)
-            suite_ips = statistics.median(r["suite"]["images_per_s"] for r in rounds)
-            plain_ips = statistics.median(r["plain"]["images_per_s"] for r in rounds)
+            med = {(w, m): statistics.median(r[w][m] for r in rounds)
+                   for w in ("suite", "plain") for m in ("images_per_s", "images_per_cpu_s")}
             results.append({
                 "batch": batch, "resolution": cfg.data.resolution, "base_channels": args.base_channels,
-                "suite_images_per_s": round(suite_ips, 1), "plain_images_per_s": round(plain_ips, 1),
-                "ratio": round(suite_ips / plain_ips, 4),
-                "ratio_per_round": [round(r["suite"]["images_per_s"] / r["plain"]["images_per_s"], 4)
-                                    for r in rounds],
+                "suite_images_per_s": round(med["suite", "images_per_s"], 1),
+                "plain_images_per_s": round(med["plain", "images_per_s"], 1),
+                "ratio": round(med["suite", "images_per_s"] / med["plain", "images_per_s"], 4),
+                "ratio_per_round": per_round(rounds, "images_per_s"),
+                "suite_images_per_cpu_s": round(med["suite", "images_per_cpu_s"], 1),
+                "plain_images_per_cpu_s": round(med["plain", "images_per_cpu_s"], 1),
+                "cpu_ratio": round(med["suite", "images_per_cpu_s"] / med["plain", "images_per_cpu_s"], 4),
+                "cpu_ratio_per_round": per_round(rounds, "images_per_cpu_s"),
                 "suite_setup_s": round(statistics.median(r["suite"]["setup_s"] for r in rounds), 2),
                 "rounds": [{k: {m: round(v, 3) for m, v in d.items()} for k, d in r.items()} for r in rounds],
             })

@@ -87,7 +87,8 @@ class MetricsCallback(L.Callback):
                              "global_step": trainer.global_step, "metrics_time_s": spent,
                              **result["metrics"]})
         train_time = max(1e-9, wall - spent - self._since_last)
-        if not self._warned and len(self.history) > 1 and spent / train_time > self.max_overhead:
+        if (not self._warned and len(self.history) > 1 and not trainer.should_stop
+                and spent / train_time > self.max_overhead):
             self._warned = True
             rank_zero_warn(f"in-training metrics took {spent:.1f}s after {train_time:.1f}s of training "
                            f"({100 * spent / train_time:.0f}% > {100 * self.max_overhead:.0f}%): raise "

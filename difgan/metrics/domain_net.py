@@ -14,7 +14,6 @@ import json
 import math
 import os
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,19 +69,6 @@ def domain_net_path(dm: ImageDataModule, settings: DomainNetSettings, cache_dir:
 
 
 @contextmanager
-def cpu_conv_flags(device: torch.device | str):
-    """On CPU, convolutions of this small network without oneDNN: several times faster and far steadier
-    for its narrow layers (oneDNN's backward pass is pathologically slow at 8-16 channels)."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
-
-
-@contextmanager
 def file_lock(path: Path):
     """An exclusive lock on ``path`` + '.lock' (other processes wait), so only one trains or writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,10 +98,9 @@ def accuracy(net: DomainNet, images: Tensor, labels: Tensor, batch_size: int = 5
     device = next(net.parameters()).device
     net.eval()
     correct = 0
-    with cpu_conv_flags(device):
-        for i in range(0, images.shape[0], batch_size):
-            x = to_signed_float(images[i:i + batch_size].to(device))
-            correct += int((net(x).argmax(1).cpu() == labels[i:i + batch_size]).sum())
+    for i in range(0, images.shape[0], batch_size):
+        x = to_signed_float(images[i:i + batch_size].to(device))
+        correct += int((net(x).argmax(1).cpu() == labels[i:i + batch_size]).sum())
     return correct / max(1, images.shape[0])
 
 
@@ -143,17 +128,16 @@ def train_domain_net(dm: ImageDataModule, settings: DomainNetSettings, device: t
     net.train()
     bar = tqdm(range(steps), desc=f"training domain feature net on {dm.name}", disable=not progress,
                dynamic_ncols=True)
-    with cpu_conv_flags(device):
-        for step in bar:
-            idx = torch.randint(0, x_tr.shape[0], (settings.batch_size,), generator=g).to(device)
-            x = _augment(to_signed_float(x_dev[idx]), g)
-            loss = F.cross_entropy(net(x), y_dev[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+    for step in bar:
+        idx = torch.randint(0, x_tr.shape[0], (settings.batch_size,), generator=g).to(device)
+        x = _augment(to_signed_float(x_dev[idx]), g)
+        loss = F.cross_entropy(net(x), y_dev[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     net.eval()
     held_out = x_va.shape[0] > 0

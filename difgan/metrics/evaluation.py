@@ -177,9 +177,10 @@ class Evaluator:
                 values[f"fid_{name}"] = fid_against_features(real=(ref.mu, ref.sigma), fake=fake,
                                                              real_sqrt=ref.sigma_sqrt)
             if "kid" in self.metrics:
+                # subsets of at most half the smaller set, so they differ and the std means something
+                size = min(s.kid_subset_size, max(2, min(ref.n, fake.shape[0]) // 2))
                 mean, std, size = kid(real=ref.features.to(dev), fake=fake.to(dev), subsets=self.kid_subsets,
-                                      subset_size=s.kid_subset_size, degree=s.kid_degree, coef0=s.kid_coef0,
-                                      seed=s.seed)
+                                      subset_size=size, degree=s.kid_degree, coef0=s.kid_coef0, seed=s.seed)
                 values[f"kid_{name}"], values[f"kid_{name}_std"] = mean, std
                 details["kid_subset_size"] = size
             if "is" in self.metrics:

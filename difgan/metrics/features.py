@@ -22,7 +22,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, Featu
 
 from difgan.data.datamodule import to_signed_float
 from difgan.metrics.config import MetricsError
-from difgan.metrics.domain_net import DomainNet, cpu_conv_flags
+from difgan.metrics.domain_net import DomainNet
 
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[1]  # weights-inception-2015-12-05-6726825d.pth
 
@@ -139,8 +139,7 @@ class DomainFeatures(FeatureSpace):
         expected = self.net.arch["in_channels"]
         if images.shape[1] != expected:
             raise MetricsError(f"the domain network takes {expected}-channel images, got {images.shape[1]}")
-        with cpu_conv_flags(images.device):
-            features, logits = self.net.features_and_logits(to_signed_float(images))
+        features, logits = self.net.features_and_logits(to_signed_float(images))
         return {"features": features.float(), "logits": logits.float()}
 
     @property

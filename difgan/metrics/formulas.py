@@ -1,9 +1,9 @@
 """The metric formulas on feature arrays: FID, KID, IS, and improved precision/recall.
 
 Each function takes features (or logits) that were already extracted, so it can be checked against a
-direct numpy computation and reused for any feature space. Libraries do the work where they serve:
-the KID estimator through
-torchmetrics' ``poly_mmd``, IS through torch-fidelity's ``isc_features_to_metric``. Precision/recall
+direct numpy computation and reused for any feature space. Libraries do the work where they serve: the KID
+estimator is torchmetrics' (``poly_kernel``, ``maximum_mean_discrepancy``, ``poly_mmd``), IS torch-fidelity's ``isc_features_to_metric``; FID is computed
+here through symmetric eigenproblems (same value, a fraction of the time, see below). Precision/recall
 (Kynkäänniemi et al. 2019), which torchmetrics lacks and torch-fidelity swaps when its inputs are swapped,
 is written here, batched so 50,000 x 50,000 neighbourhoods never live in memory at once.
 
@@ -20,11 +20,11 @@ import scipy.linalg
 import torch
 from torch import Tensor
 from torch_fidelity.metric_isc import isc_features_to_metric
-from torchmetrics.image.kid import poly_mmd
+from torchmetrics.image.kid import maximum_mean_discrepancy, poly_kernel, poly_mmd
 
 # ----------------------------------------------------------------------------------------------- FID
-# FID = ||mu_r - mu_f||^2 + Tr(S_r) + Tr(S_f) - 2 Tr((S_r S_f)^(1/2)). torch-fidelity and torchmetrics take the
-# last trace from the eigenvalues of the non-symmetric product S_r S_f (~15 s at d = 2048 on two CPU cores).
+# FID = ||mu_r - mu_f||^2 + Tr(S_r) + Tr(S_f) - 2 Tr((S_r S_f)^(1/2)). torch-fidelity and torchmetrics take
+# the last trace from the eigenvalues of the non-symmetric product S_r S_f (~15 s at d = 2048 on 2 CPU cores).
 # The same trace comes from symmetric eigenvalue problems here: Tr((A S_f A)^(1/2)) with A = S_r^(1/2)
 # (A S_f A is similar to S_r S_f and PSD); and when the fake covariance comes from n <= d samples,
 # S_f = Xc^T Xc / (n - 1) and the nonzero eigenvalues of S_r S_f are those of the n x n matrix
@@ -98,20 +98,37 @@ def kid_subset_indices(n_real: int, n_fake: int, subsets: int, subset_size: int,
              torch.randperm(n_fake, generator=g)[:subset_size]) for _ in range(subsets)]
 
 
+GRAM_LIMIT = 25_000_000  # kernel entries (200 MB in float64) up to which whole Gram matrices are precomputed
+
+
 def kid(*, real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, degree: int = 3,
         gamma: float | None = None, coef0: float = 1.0, seed: int = 0) -> tuple[float, float, int]:
     """KID: the unbiased MMD^2 with the kernel (gamma x.y + coef0)^degree (gamma = 1/d by default),
     averaged over random subsets. Returns (mean, standard deviation over subsets (ddof 0, as torch-fidelity),
-    the subset size used: ``subset_size`` capped at the smaller set, never above n)."""
+    the subset size used: ``subset_size`` capped at the smaller set, never above n).
+
+    For small sets the whole Gram matrices are computed once and each subset reads its blocks (same numbers,
+    ~10x faster at n = 2,000); larger sets compute each subset's kernels afresh (torchmetrics' ``poly_mmd``).
+    """
     n_real, n_fake = real.shape[0], fake.shape[0]
     size = min(int(subset_size), n_real, n_fake)
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {n_real} real and {n_fake} fake")
     real, fake = real.double(), fake.double()
+    index_sets = kid_subset_indices(n_real, n_fake, int(subsets), size, seed)
     values = []
-    for idx_r, idx_f in kid_subset_indices(n_real, n_fake, int(subsets), size, seed):
-        idx_r, idx_f = idx_r.to(real.device), idx_f.to(fake.device)
-        values.append(poly_mmd(real[idx_r], fake[idx_f], degree=degree, gamma=gamma, coef=coef0))
+    if n_real * n_real + n_fake * n_fake + n_real * n_fake <= GRAM_LIMIT:
+        k_rr = poly_kernel(real, real, degree, gamma, coef0)
+        k_ff = poly_kernel(fake, fake, degree, gamma, coef0)
+        k_rf = poly_kernel(real, fake, degree, gamma, coef0)
+        for idx_r, idx_f in index_sets:
+            idx_r, idx_f = idx_r.to(real.device), idx_f.to(fake.device)
+            values.append(maximum_mean_discrepancy(k_rr[idx_r][:, idx_r], k_rf[idx_r][:, idx_f],
+                                                   k_ff[idx_f][:, idx_f]))
+    else:
+        for idx_r, idx_f in index_sets:
+            idx_r, idx_f = idx_r.to(real.device), idx_f.to(fake.device)
+            values.append(poly_mmd(real[idx_r], fake[idx_f], degree=degree, gamma=gamma, coef=coef0))
     v = torch.stack(values).cpu()
     return float(v.mean()), float(v.std(unbiased=False)) if len(v) > 1 else 0.0, size
 

@@ -15,6 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from tests.integration.runner import Result, one_line_error
 
+pytestmark = pytest.mark.slow
+
 
 def entry(module: str, *args: str) -> Result:
     """``python -m <module> *args`` in this process: its Hydra ``main`` with ``sys.argv`` set."""
@@ -111,3 +113,14 @@ def test_interpolate_writes_strips(run, tmp_path):
                    f"hydra.run.dir={tmp_path / 'i'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "interpolation_z.png").stat().st_size > 100 and "slerp" in result.stdout
+
+
+def test_task_train_features_trains_and_reports_the_domain_network(tmp_path, mnist_root):
+    cache = tmp_path / "cache"
+    result = entry("difgan.run", "task=train_features", "data=mnist", f"paths.data_dir={mnist_root.data_dir}",
+                   f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}", "logger=csv", *TINY_METRICS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    nets = list((cache / "feature_nets").glob("mnist_28px_1ch_*.pt"))
+    assert len(nets) == 1 and str(nets[0]) in result.stdout and "accuracy" in result.stdout
+    info = json.loads(nets[0].with_suffix(".json").read_text())
+    assert 0 <= info["accuracy"] <= 1 and info["n_train"] == 36

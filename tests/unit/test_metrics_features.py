@@ -43,6 +43,7 @@ def inception_path(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ Inception
+@pytest.mark.slow
 def test_inception_runs_offline_from_a_weights_file(inception_path, dm):
     space = InceptionFeatures(inception_path)
     images = dm.split("train").images[:3]

@@ -77,15 +77,18 @@ def test_fid_of_a_set_against_itself_is_zero():
     assert abs(fid(real=wide, fake=wide)) < 1e-6 * float(np.trace(np.cov(wide.numpy(), rowvar=False)))
 
 
-@pytest.mark.parametrize("n_real,n_fake,d,shift", [(200, 217, 8, 0.3), (500, 517, 32, 0.0), (120, 137, 64, 1.0),
-                                                   (300, 40, 64, 0.2)])  # the last: fewer fakes than dims
+@pytest.mark.parametrize("n_real,n_fake,d,shift", [
+    (200, 217, 8, 0.3), (500, 517, 32, 0.0), (120, 137, 64, 1.0),
+    (300, 40, 64, 0.2),  # fewer fakes than dimensions: the n x n path
+])
 def test_fid_matches_scipy_formula(n_real, n_fake, d, shift):
     real, fake = _gauss(n_real, d, 1), _gauss(n_fake, d, 2, shift=shift, scale=1.3)
     ref = np_fid(real.numpy(), fake.numpy())
     assert fid(real=real, fake=fake) == pytest.approx(ref, rel=1e-4)
     stats = feature_statistics(real)
     assert fid_from_statistics(real=stats, fake=feature_statistics(fake)) == pytest.approx(ref, rel=1e-4)
-    assert fid_against_features(real=stats, fake=fake, real_sqrt=psd_sqrt(stats[1])) == pytest.approx(ref, rel=1e-4)
+    sqrt = psd_sqrt(stats[1])
+    assert fid_against_features(real=stats, fake=fake, real_sqrt=sqrt) == pytest.approx(ref, rel=1e-4)
 
 
 def test_fid_from_cached_statistics_equals_from_features_and_float32_input():
@@ -181,3 +184,13 @@ def test_precision_recall_on_two_gaussians():
     pr = precision_recall(real=two_modes, fake=half)
     assert pr["recall"] < 0.6  # half the real modes are not covered
     assert pr["precision"] > 0.8  # what is generated is still realistic
+
+
+def test_kid_with_precomputed_gram_equals_per_subset_kernels(monkeypatch):
+    import difgan.metrics.formulas as formulas
+
+    real, fake = _gauss(300, 16, 30), _gauss(250, 16, 31, shift=0.2)
+    fast = kid(real=real, fake=fake, subsets=6, subset_size=80, seed=1)
+    monkeypatch.setattr(formulas, "GRAM_LIMIT", 0)  # force the per-subset path
+    slow = kid(real=real, fake=fake, subsets=6, subset_size=80, seed=1)
+    assert fast == pytest.approx(slow, rel=1e-9)
