@@ -1,11 +1,11 @@
 """The metric formulas on feature arrays: FID, KID, IS, and improved precision/recall.
 
 Each function takes features (or logits) that were already extracted, so it can be checked against a
-direct numpy computation and reused for any feature space. Libraries do the work where they serve: the KID
-estimator is torchmetrics' (``poly_kernel``, ``maximum_mean_discrepancy``, ``poly_mmd``), IS torch-fidelity's ``isc_features_to_metric``; FID is computed
-here through symmetric eigenproblems (same value, a fraction of the time, see below). Precision/recall
-(Kynkäänniemi et al. 2019), which torchmetrics lacks and torch-fidelity swaps when its inputs are swapped,
-is written here, batched so 50,000 x 50,000 neighbourhoods never live in memory at once.
+direct numpy computation and reused for any feature space. Libraries do the work where they serve: KID is
+built on torchmetrics' ``poly_kernel`` and ``poly_mmd``, IS is torch-fidelity's ``isc_features_to_metric``;
+FID is computed here through symmetric eigenproblems (same value, a fraction of the time, see below).
+Precision/recall (Kynkäänniemi et al. 2019), which torchmetrics lacks and torch-fidelity swaps when its
+inputs are swapped, is written here, tiled so 50,000 x 50,000 neighbourhoods never live in memory at once.
 
 Arguments that compare two sets are keyword-only and named ``real`` and ``fake`` so they cannot be swapped.
 """
@@ -20,7 +20,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 from torch_fidelity.metric_isc import isc_features_to_metric
-from torchmetrics.image.kid import maximum_mean_discrepancy, poly_kernel, poly_mmd
+from torchmetrics.image.kid import poly_kernel, poly_mmd
 
 # ----------------------------------------------------------------------------------------------- FID
 # FID = ||mu_r - mu_f||^2 + Tr(S_r) + Tr(S_f) - 2 Tr((S_r S_f)^(1/2)). torch-fidelity and torchmetrics take
@@ -107,8 +107,9 @@ def kid(*, real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 10
     averaged over random subsets. Returns (mean, standard deviation over subsets (ddof 0, as torch-fidelity),
     the subset size used: ``subset_size`` capped at the smaller set, never above n).
 
-    For small sets the whole Gram matrices are computed once and each subset reads its blocks (same numbers,
-    ~10x faster at n = 2,000); larger sets compute each subset's kernels afresh (torchmetrics' ``poly_mmd``).
+    For small sets the whole Gram matrices are computed once and all subsets are summed at once with
+    indicator matrices (the same sums, ~20x faster at n = 2,000); larger sets compute each subset's kernels
+    afresh with torchmetrics' ``poly_mmd``.
     """
     n_real, n_fake = real.shape[0], fake.shape[0]
     size = min(int(subset_size), n_real, n_fake)
@@ -118,13 +119,19 @@ def kid(*, real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 10
     index_sets = kid_subset_indices(n_real, n_fake, int(subsets), size, seed)
     values = []
     if n_real * n_real + n_fake * n_fake + n_real * n_fake <= GRAM_LIMIT:
+        # every subset at once: with indicator columns m, the sum of a kernel block is m_r^T K m_f
         k_rr = poly_kernel(real, real, degree, gamma, coef0)
         k_ff = poly_kernel(fake, fake, degree, gamma, coef0)
         k_rf = poly_kernel(real, fake, degree, gamma, coef0)
-        for idx_r, idx_f in index_sets:
-            idx_r, idx_f = idx_r.to(real.device), idx_f.to(fake.device)
-            values.append(maximum_mean_discrepancy(k_rr[idx_r][:, idx_r], k_rf[idx_r][:, idx_f],
-                                                   k_ff[idx_f][:, idx_f]))
+        m_r = torch.zeros(n_real, len(index_sets), dtype=real.dtype, device=real.device)
+        m_f = torch.zeros(n_fake, len(index_sets), dtype=real.dtype, device=real.device)
+        for j, (idx_r, idx_f) in enumerate(index_sets):
+            m_r[idx_r.to(real.device), j] = 1.0
+            m_f[idx_f.to(real.device), j] = 1.0
+        off_rr = (m_r * (k_rr @ m_r)).sum(0) - m_r.T @ k_rr.diagonal()
+        off_ff = (m_f * (k_ff @ m_f)).sum(0) - m_f.T @ k_ff.diagonal()
+        cross = (m_r * (k_rf @ m_f)).sum(0)
+        values = list((off_rr + off_ff) / (size * (size - 1)) - 2 * cross / size**2)
     else:
         for idx_r, idx_f in index_sets:
             idx_r, idx_f = idx_r.to(real.device), idx_f.to(fake.device)

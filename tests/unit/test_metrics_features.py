@@ -46,12 +46,12 @@ def inception_path(tmp_path_factory):
 @pytest.mark.slow
 def test_inception_runs_offline_from_a_weights_file(inception_path, dm):
     space = InceptionFeatures(inception_path)
-    images = dm.split("train").images[:3]
-    out = extract(space, images, batch_size=3)
-    assert out["features"].shape == (3, 2048) and out["logits"].shape == (3, 1008)
+    images = dm.split("train").images[:2]
+    out = extract(space, images, batch_size=2)
+    assert out["features"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
     assert torch.isfinite(out["features"]).all() and out["features"].std() > 1e-3
-    again = extract(space, images, batch_size=2)  # batch size does not change features
-    torch.testing.assert_close(again["features"], out["features"], rtol=1e-4, atol=1e-5)
+    alone = extract(space, images[1:], batch_size=1)  # batch composition does not change features
+    torch.testing.assert_close(alone["features"], out["features"][1:], rtol=1e-4, atol=1e-5)
     desc = space.describe()
     assert desc["weights"] == str(inception_path) and "no antialiasing" in desc["resize"]
     assert space.fingerprint.startswith("inception-")

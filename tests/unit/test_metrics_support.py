@@ -60,7 +60,7 @@ def random_inception_weights(tmp_path_factory) -> Path:
             m.momentum = None  # cumulative average: one batch gives its exact statistics
     net.train()
     with torch.no_grad():
-        net(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+        net(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
     torch.save(net.state_dict(), path)
     return path
 
