@@ -55,20 +55,48 @@ def cli_env(**extra: str | None) -> dict[str, str]:
 
 
 def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``python -m difgan.run *args`` started in the background (stdin closed: nothing may prompt)."""
-    return subprocess.Popen([sys.executable, "-m", "difgan.run", *args], cwd=cwd, env=env or cli_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    """``python -m difgan.run *args`` started in the background (stdin closed: nothing may prompt). Its
+    output goes to files in ``cwd`` (a pipe nobody reads could fill up and stall it); ``finish`` reads them."""
+    out, err = (open(cwd / f"cli-{os.getpid()}-{id(args)}.{s}", "w+") for s in ("out", "err"))  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "difgan.run", *args], cwd=cwd, env=env or cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True)
+    proc.output_files = (out, err)
+    return proc
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> Result:
+    """Wait for a ``start_cli`` process (killing it after ``timeout`` s) and return what it printed."""
     try:
-        out, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        timed_out = False
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"timed out after {timeout} s\n{out[-2000:]}\n{err[-3000:]}") from None
-    return Result(proc.returncode, out, err)
+        proc.wait()
+        timed_out = True
+    texts = []
+    for f in proc.output_files:
+        f.flush()
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    result = Result(proc.returncode, *texts)
+    if timed_out:
+        raise AssertionError(f"timed out after {timeout} s\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@contextlib.contextmanager
+def running(*args: str, cwd: Path, env: dict[str, str] | None = None):
+    """A CLI run started in the background for the duration of a (module-scoped) fixture, so the in-process
+    tests of the module run meanwhile (an interpreter start costs ~8 s of one core); the test that checks the
+    run's result (``finish``) comes last in its module. Killed if still running at the end."""
+    proc = start_cli(*args, cwd=cwd, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
