@@ -1,29 +1,35 @@
 """User mistakes on the command line stop ``python -m difgan.run`` before any training, with exit status 1 and
 one ``error: ...`` line naming the config key to change (Hydra's own errors list the valid choices); never
 a traceback. Most cases run Hydra's real ``main`` in this process (an interpreter with Lightning costs ~8 s
-to start here); one goes through a real process end to end."""
+to start here); one goes through a real process end to end, started first and checked last."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.integration.runner import cli, hydra_main, one_line_error
+from tests.integration.runner import finish, hydra_main, one_line_error, running
+
+
+def _base(tmp: Path, data_dir: Path) -> list[str]:
+    """Overrides of a tiny run on the mnist_root fixture, its folders under ``tmp``."""
+    return ["model=dcgan", "model.base_channels=8", "data=mnist", f"paths.data_dir={data_dir}",
+            "data.batch_size=8", "metrics=none", "logger=csv", f"paths.runs_dir={tmp / 'runs'}",
+            f"paths.cache_dir={tmp / 'cache'}", "trainer.max_steps=2"]
 
 
 @pytest.fixture
 def base(tmp_path, mnist_root) -> list[str]:
-    """Overrides of a tiny run on the mnist_root fixture, its folders under tmp_path."""
-    return ["model=dcgan", "model.base_channels=8", "data=mnist", f"paths.data_dir={mnist_root.data_dir}",
-            "data.batch_size=8", "metrics=none", "logger=csv", f"paths.runs_dir={tmp_path / 'runs'}",
-            f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=2"]
+    return _base(tmp_path, mnist_root.data_dir)
 
 
-@pytest.mark.slow
-def test_real_cli_prints_one_line_and_no_traceback(tmp_path, base):
-    result = cli(*base, "data.batch_size=-4", cwd=tmp_path)
-    line = one_line_error(result)
-    assert line == "error: config error: data.batch_size: must be a positive integer, got -4"
-    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+@pytest.fixture(scope="module", autouse=True)
+def real_cli(tmp_path_factory, mnist_root):
+    """The real process starts first and runs while the in-process cases do; its test comes last."""
+    tmp = tmp_path_factory.mktemp("real_cli")
+    with running(*_base(tmp, mnist_root.data_dir), "data.batch_size=-4", cwd=tmp) as proc:
+        yield tmp, proc
 
 
 def test_unknown_model_lists_the_valid_ones(base):
@@ -64,3 +70,11 @@ def test_multirun_with_local_ddp_is_refused(base):
     line = one_line_error(hydra_main("-m", *base, "trainer=ddp", "seed=0,1"))
     assert line.startswith("error: config error: trainer.strategy: "), line
     assert "trainer=ddp_spawn" in line and "hydra/launcher=slurm" in line
+
+
+@pytest.mark.slow
+def test_real_cli_prints_one_line_and_no_traceback(real_cli):
+    tmp, proc = real_cli
+    line = one_line_error(finish(proc))
+    assert line == "error: config error: data.batch_size: must be a positive integer, got -4"
+    assert not list((tmp / "runs").rglob("*.ckpt"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.runner import cli, hydra_main, load, one_line_error, probe, tiny
+from tests.integration.runner import finish, hydra_main, load, one_line_error, probe, running, tiny
 
 
 class Payload:
@@ -32,6 +32,17 @@ def good_checkpoint(tmp_path_factory, mnist_root) -> Path:
     result = hydra_main(*tiny(run_dir, mnist_root.data_dir, "trainer.max_steps=4"))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def truncated_cli(tmp_path_factory, mnist_root, good_checkpoint):
+    """A real process resuming from a truncated copy of a checkpoint: started first, checked last."""
+    tmp = tmp_path_factory.mktemp("truncated")
+    broken = tmp / "truncated.ckpt"
+    data = good_checkpoint.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    with running(*tiny(tmp / "run", mnist_root.data_dir, f"ckpt_path={broken}"), cwd=tmp) as proc:
+        yield broken, proc
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mnist_root):
@@ -55,16 +66,6 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     # every checkpoint the run wrote loads without unpickling anything but tensors and plain containers
     for path in (run_dir / "checkpoints").glob("*.ckpt"):
         assert load(path)["difgan"]["images_seen"] == 32
-
-
-@pytest.mark.slow
-def test_truncated_checkpoint_is_one_line_through_the_real_cli(tmp_path, mnist_root, good_checkpoint):
-    broken = tmp_path / "truncated.ckpt"
-    data = good_checkpoint.read_bytes()
-    broken.write_bytes(data[: len(data) // 2])
-    result = cli(*tiny(tmp_path / "run", mnist_root.data_dir, f"ckpt_path={broken}"), cwd=tmp_path)
-    line = one_line_error(result)
-    assert line.startswith(f"error: cannot read checkpoint {broken}: corrupt, truncated"), line
 
 
 def _foreign(tmp_path: Path, good: Path, marker: Path) -> dict[str, tuple[Path, str]]:
@@ -108,3 +109,11 @@ def test_bad_checkpoint_is_one_line_and_nothing_is_unpickled(tmp_path, mnist_roo
     assert expected in line, line
     assert not marker.exists(), "the checkpoint was unpickled beyond weights_only"
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_is_one_line_through_the_real_cli(truncated_cli):
+    broken, proc = truncated_cli
+    line = one_line_error(finish(proc))
+    assert line.startswith(f"error: cannot read checkpoint {broken}: corrupt, truncated"), line
+    assert not (broken.parent / "run" / "checkpoints").exists()
