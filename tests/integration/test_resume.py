@@ -3,15 +3,37 @@ counters; and a run resumed at an epoch boundary ends bit-for-bit where an unint
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 import torch
 
-from tests.integration.runner import cli_env, finish, hydra_main, load, probe, start_cli, tiny
+from tests.integration.runner import finish, hydra_main, load, probe, running, tiny
 
 BATCH = 8          # mnist_root: 36 training images -> 4 batches an epoch (drop_last)
 TOTAL_STEPS = 40   # optimizer steps; a DCGAN makes two per batch (D and G): 20 batches
+
+
+@pytest.fixture(scope="module", autouse=True)
+def killed_run(tmp_path_factory, mnist_root):
+    """A real run with a checkpoint every batch, SIGKILLed as soon as its first checkpoint exists (a watcher
+    thread does it while the module's in-process tests run). Yields (run folder, process, watcher)."""
+    tmp = tmp_path_factory.mktemp("killed")
+    run_dir = tmp / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with running(*tiny(run_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
+                       "callbacks.checkpoint.every_n_train_steps=2",  # every batch
+                       *probe("slow", "SlowDown", seconds=0.25)), cwd=tmp) as proc:
+        def kill_at_first_checkpoint() -> None:
+            deadline = time.monotonic() + 240
+            while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.kill()  # SIGKILL: no teardown, no final checkpoint
+
+        watcher = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
+        watcher.start()
+        yield run_dir, proc, watcher
 
 
 def _assert_same(a, b, what: str) -> None:
@@ -35,52 +57,6 @@ def _assert_same(a, b, what: str) -> None:
 def _adam_steps(ckpt: dict) -> list[int]:
     """Adam's step count of every parameter, generator's optimizer then discriminator's."""
     return [int(s["step"]) for opt in ckpt["optimizer_states"] for s in opt["state"].values()]
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_with_optimizer_ema_and_counters(tmp_path, mnist_root):
-    killed_dir = tmp_path / "killed"
-    proc = start_cli(*tiny(killed_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
-                           "callbacks.checkpoint.every_n_train_steps=2",  # every batch
-                           *probe("slow", "SlowDown", seconds=0.25)),
-                     cwd=tmp_path, env=cli_env())
-    last = killed_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no teardown, no final checkpoint
-    result = finish(proc, timeout=60)
-    assert result.returncode == -9, (result.returncode, result.stderr[-3000:])
-
-    killed = load(last)  # the save is atomic: whatever is there is a whole checkpoint
-    step = killed["global_step"]
-    assert 2 <= step < TOTAL_STEPS and step % 2 == 0
-    assert killed["difgan"]["batches_seen"] == step // 2
-    assert killed["difgan"]["images_seen"] == step // 2 * BATCH
-    assert set(_adam_steps(killed)) == {step // 2}
-
-    resumed_dir = tmp_path / "resumed"
-    result = hydra_main(*tiny(resumed_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
-                              f"ckpt_path={killed_dir}", *probe("start", "StateAtStart",
-                                                                path=tmp_path / "start.pt")))
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    # What training resumed from is the killed run's checkpoint: raw and EMA weights, BatchNorm statistics,
-    # both optimizers' states, counters.
-    start = load(tmp_path / "start.pt")
-    assert any(k.startswith("ema.averaged.") for k in killed["state_dict"])
-    _assert_same(start["state_dict"], killed["state_dict"], "state_dict")
-    _assert_same(start["optimizer_states"], killed["optimizer_states"], "optimizer_states")
-    assert (start["global_step"], start["batches_seen"], start["images_seen"]) == (
-        step, step // 2, step // 2 * BATCH)
-
-    # ... and the counters went on from there instead of restarting.
-    final = load(resumed_dir / "checkpoints" / "last.ckpt")
-    assert final["global_step"] == TOTAL_STEPS
-    assert final["difgan"]["batches_seen"] == TOTAL_STEPS // 2
-    assert final["difgan"]["images_seen"] == TOTAL_STEPS // 2 * BATCH
-    assert set(_adam_steps(final)) == {TOTAL_STEPS // 2}
-    assert f"done: {TOTAL_STEPS // 2 * BATCH} images seen, {TOTAL_STEPS // 2} batches" in result.stdout
 
 
 @pytest.mark.slow
@@ -117,3 +93,41 @@ def test_last_checkpoint_holds_the_final_state_between_save_points(tmp_path, mni
     assert result.returncode == 0, result.stderr[-3000:]
     final = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert final["global_step"] == 6 and final["difgan"]["batches_seen"] == 3
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_optimizer_ema_and_counters(tmp_path, mnist_root, killed_run):
+    killed_dir, proc, watcher = killed_run
+    watcher.join(timeout=300)
+    result = finish(proc, timeout=60)
+    assert result.returncode == -9, (result.returncode, result.stderr[-3000:])
+
+    killed = load(killed_dir / "checkpoints" / "last.ckpt")  # the save is atomic: a whole checkpoint
+    step = killed["global_step"]
+    assert 2 <= step < TOTAL_STEPS and step % 2 == 0
+    assert killed["difgan"]["batches_seen"] == step // 2
+    assert killed["difgan"]["images_seen"] == step // 2 * BATCH
+    assert set(_adam_steps(killed)) == {step // 2}
+
+    resumed_dir = tmp_path / "resumed"
+    result = hydra_main(*tiny(resumed_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
+                              f"ckpt_path={killed_dir}", *probe("start", "StateAtStart",
+                                                                path=tmp_path / "start.pt")))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # What training resumed from is the killed run's checkpoint: raw and EMA weights, BatchNorm statistics,
+    # both optimizers' states, counters.
+    start = load(tmp_path / "start.pt")
+    assert any(k.startswith("ema.averaged.") for k in killed["state_dict"])
+    _assert_same(start["state_dict"], killed["state_dict"], "state_dict")
+    _assert_same(start["optimizer_states"], killed["optimizer_states"], "optimizer_states")
+    assert (start["global_step"], start["batches_seen"], start["images_seen"]) == (
+        step, step // 2, step // 2 * BATCH)
+
+    # ... and the counters went on from there instead of restarting.
+    final = load(resumed_dir / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == TOTAL_STEPS
+    assert final["difgan"]["batches_seen"] == TOTAL_STEPS // 2
+    assert final["difgan"]["images_seen"] == TOTAL_STEPS // 2 * BATCH
+    assert set(_adam_steps(final)) == {TOTAL_STEPS // 2}
+    assert f"done: {TOTAL_STEPS // 2 * BATCH} images seen, {TOTAL_STEPS // 2} batches" in result.stdout
