@@ -13,7 +13,7 @@ CONF = Path(__file__).resolve().parents[2] / "difgan" / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-HEAVY = {"ddpm_cifar"}  # 35.7M parameters: compose only
+HEAVY = {"ddpm_cifar", "ddpm_seed001", "ddpm_cosine"}  # 16-36M parameters: compose only
 
 
 def test_there_is_something_to_compose():

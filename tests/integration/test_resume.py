@@ -24,7 +24,7 @@ def killed_run(tmp_path_factory, mnist_root):
     last = run_dir / "checkpoints" / "last.ckpt"
     with running(*tiny(run_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
                        "callbacks.checkpoint.every_n_train_steps=2",  # every batch
-                       *probe("slow", "SlowDown", seconds=0.25)), cwd=tmp) as proc:
+                       *probe("slow", "SlowDown", seconds=0.5)), cwd=tmp) as proc:
         def kill_at_first_checkpoint() -> None:
             deadline = time.monotonic() + 240
             while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
