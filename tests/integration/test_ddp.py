@@ -78,10 +78,9 @@ def test_two_rank_ddp_ends_with_identical_weights_and_one_run_folder(ddp_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="difgan.data: under DDP Lightning wraps EpochSeededSampler in a "
-                   "DistributedSamplerWrapper with shuffle=False and never calls its set_epoch, so every epoch "
-                   "repeats epoch 0's order and split")
 def test_ddp_reshuffles_the_data_every_epoch(ddp_run):
+    """Lightning wraps EpochSeededSampler in a DistributedSamplerWrapper, which must forward set_epoch to it
+    (lightning>=2.6.1 does, hence the pin), or every epoch would repeat epoch 0's order and split."""
     _, ranks, _ = ddp_run
     for rank in ranks:
         sums = rank["batch_sums"]
