@@ -1,6 +1,6 @@
 """DCGAN training speed through the suite next to a plain PyTorch loop doing the same work. Prints JSON.
 
-    python benchmarks/dcgan_throughput.py                                  # batch 64 and 128, 28 px, CPU
+    python benchmarks/dcgan_throughput.py                                  # batch 64, 28 px, CPU
     python benchmarks/dcgan_throughput.py --batch 128 --batches 300 --repeats 5 --threads 2 --device cuda
 
 The suite: the real ``DCGAN`` LightningModule, ``ImageDataModule`` (mnist_offline, in memory) and Lightning
@@ -145,11 +145,13 @@ def per_round(rounds: list[dict], metric: str) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--batch", type=int, nargs="+", default=[64])
     parser.add_argument("--base-channels", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=200, help="timed batches per run")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of (suite, plain), alternating order")
+    # Many short alternating rounds: on a shared machine the speed drifts by +-10% from minute to minute,
+    # so the median of many paired rounds is steadier than a few long ones.
+    parser.add_argument("--batches", type=int, default=60, help="timed batches per run")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed batches before them")
+    parser.add_argument("--repeats", type=int, default=8, help="rounds of (suite, plain), alternating order")
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--override", nargs="*", default=[],

@@ -40,7 +40,8 @@ def build_datamodule(data_cfg: DictConfig, seed: int = 0) -> ImageDataModule:
     return _instantiate(_resolved(data_cfg), "data", seed=seed)
 
 
-def build_model(model_cfg: DictConfig, image_shape: tuple[int, int, int], num_classes: int) -> GenerativeModule:
+def build_model(model_cfg: DictConfig, image_shape: tuple[int, int, int],
+                num_classes: int) -> GenerativeModule:
     """Instantiate ``model_cfg`` for images of ``image_shape``; ``num_classes`` is used only if the config
     says ``conditional: true``."""
     conditional = bool(model_cfg.get("conditional", False))

@@ -83,7 +83,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, datamodule) -> list[L.Callba
         LastCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True,
                        save_top_k=-1 if ckpt.get("keep_periodic") else 0,
                        every_n_train_steps=ckpt.get("every_n_train_steps"),
-                       every_n_epochs=None if ckpt.get("every_n_train_steps") else ckpt.get("every_n_epochs", 1),
+                       every_n_epochs=(None if ckpt.get("every_n_train_steps")
+                                       else ckpt.get("every_n_epochs", 1)),
                        filename="{epoch}-{step}"),
         SampleGrid(run_dir / "samples", cb.samples.every_n_batches, cb.samples.n, cb.samples.use_ema,
                    cfg.seed),

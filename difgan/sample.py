@@ -52,8 +52,10 @@ def sample(cfg: DictConfig) -> Path:
         raise ConfigError("labels", "this model is unconditional")
     options = {k: cfg[k] for k in MODEL_OPTIONS if cfg.get(k) is not None}
     generator = torch.Generator().manual_seed(cfg.seed)
-    images = sample_in_batches(module, cfg.n, labels, cfg.batch_size, generator, use_ema=cfg.use_ema, **options)
-    out = Path(cfg.out) if cfg.out else ckpt.parent.parent / "samples" / f"sample_{time.strftime('%Y%m%d-%H%M%S')}.png"
+    images = sample_in_batches(module, cfg.n, labels, cfg.batch_size, generator, use_ema=cfg.use_ema,
+                               **options)
+    default_out = ckpt.parent.parent / "samples" / f"sample_{time.strftime('%Y%m%d-%H%M%S')}.png"
+    out = Path(cfg.out) if cfg.out else default_out
     save_grid(images, out)
     print(f"{cfg.n} samples from {ckpt} ({'EMA' if cfg.use_ema and module.ema is not None else 'raw'} weights"
           f"{', ' + ', '.join(f'{k}={v}' for k, v in options.items()) if options else ''}) -> {out}")

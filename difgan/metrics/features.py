@@ -12,6 +12,7 @@ by default and no longer matches the papers). Features: the 2048-d pool3; IS log
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import socket
 from pathlib import Path
@@ -72,19 +73,19 @@ def resolve_inception_weights(configured: str | None, download: bool = True) -> 
                        f"{path}, or set inception_weights=/path/to/{INCEPTION_FILE} ({reason})")
 
 
-class FeatureSpace(nn.Module):
+class FeatureSpace(nn.Module, abc.ABC):
     name: str = ""
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, images: Tensor) -> dict[str, Tensor]: ...
 
     @property
-    def fingerprint(self) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fingerprint(self) -> str: ...
 
+    @abc.abstractmethod
     def describe(self) -> dict:
         """The protocol fields that identify this space in metrics.json."""
-        raise NotImplementedError
 
 
 class InceptionFeatures(FeatureSpace):

@@ -104,8 +104,8 @@ class GenerativeModule(L.LightningModule, abc.ABC):
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"labels must lie in [0, {self.num_classes})")
         elif self.is_conditional:
-            labels = torch.randint(self.num_classes, (n,), generator=generator,
-                                   device=generator.device if generator is not None else self.device).to(self.device)
+            device = generator.device if generator is not None else self.device
+            labels = torch.randint(self.num_classes, (n,), generator=generator, device=device).to(self.device)
         with self.sampling_weights(use_ema) as net:
             images = self.generate(net, n, labels, generator, noise=noise, **options)
         return images.clamp(-1, 1)

@@ -108,6 +108,7 @@ class DDPM(GenerativeModule):
             )
         try:
             self.schedule = NoiseSchedule.from_config(schedule, timesteps, beta_start, beta_end, cosine_s)
+            self.schedule_name = schedule
         except ValueError as e:
             raise ConfigError(
                 "model.beta_start" if schedule == "linear" else "model.cosine_s", str(e)
@@ -216,13 +217,38 @@ class DDPM(GenerativeModule):
             fail("spacing", f"must be one of {', '.join(SPACINGS)}, got {opts['spacing']!r}")
         return opts
 
-    def generate(self, net, n, labels, generator, noise=None, **options) -> Tensor:
-        trajectory_box = options.pop("_trajectory", None)
-        explicit_steps = "sampling_steps" in options and options["sampling_steps"] is not None
+    def _resolve_sampling(self, options: dict) -> dict:
+        """The config's sampling defaults overridden by the given (non-None) options, validated."""
+        explicit_steps = options.get("sampling_steps") is not None
         opts = {**self.sampling_defaults, **{k: v for k, v in options.items() if v is not None}}
         if opts["sampler"] == "ddpm" and not explicit_steps:
             opts["sampling_steps"] = None  # the config's DDIM step count does not apply to DDPM
-        self._check_sampling(opts)
+        return self._check_sampling(opts)
+
+    # DDIM with eta 0 maps the initial noise to an image deterministically (latent interpolation needs this)
+    deterministic_sample_options = {"sampler": "ddim", "eta": 0.0}
+
+    def sample_protocol(self, **options) -> dict:
+        """What ``sample(**options)`` would run, for metrics.json: sampler, network evaluations, schedule."""
+        opts = self._resolve_sampling({k: v for k, v in options.items() if k != "_trajectory"})
+        steps = opts["sampling_steps"] if opts["sampling_steps"] is not None else self.num_timesteps
+        protocol = {k: opts[k] for k in SAMPLING_DEFAULTS}
+        protocol.update(sampling_steps=steps, timesteps=self.num_timesteps,
+                        schedule=self.schedule_name)
+        hooks = opts.get("guidance")
+        if hooks is not None:
+            protocol["guidance"] = [getattr(g, "__name__", type(g).__name__)
+                                    for g in ([hooks] if callable(hooks) else hooks)]
+        if protocol["sampler"] == "ddpm":
+            for key in ("eta", "spacing"):  # DDIM-only knobs
+                protocol.pop(key)
+        else:
+            protocol.pop("sigma")
+        return protocol
+
+    def generate(self, net, n, labels, generator, noise=None, **options) -> Tensor:
+        trajectory_box = options.pop("_trajectory", None)
+        opts = self._resolve_sampling(options)
         if noise is not None:
             x_T = noise.to(self.device, torch.float32)
         elif generator is not None:

@@ -56,8 +56,10 @@ def cli_env(**extra: str | None) -> dict[str, str]:
 
 def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``python -m difgan.run *args`` started in the background (stdin closed: nothing may prompt). Its
-    output goes to files in ``cwd`` (a pipe nobody reads could fill up and stall it); ``finish`` reads them."""
-    out, err = (open(cwd / f"cli-{os.getpid()}-{id(args)}.{s}", "w+") for s in ("out", "err"))  # noqa: SIM115
+    output goes to files in ``cwd`` (a pipe nobody reads could fill up and stall it); ``finish`` reads
+    them."""
+    stem = f"cli-{os.getpid()}-{id(args)}"
+    out, err = (open(cwd / f"{stem}.{s}", "w+") for s in ("out", "err"))  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "difgan.run", *args], cwd=cwd, env=env or cli_env(),
                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True)
     proc.output_files = (out, err)

@@ -234,3 +234,25 @@ def test_warmup_follows_images_seen_and_clipping_bounds_the_gradient():
     model.configure_gradient_clipping(opt)
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.unet.parameters()]))
     assert norm == pytest.approx(0.5, rel=1e-4)
+
+
+def test_interpolation_uses_deterministic_ddim_and_evaluation_records_the_sampler(compose_run):
+    from difgan.interpolate import interpolate
+
+    cfg = compose_run(["model=ddpm", "model.timesteps=20", "model.unet.channels=8",
+                       "model.unet.channel_mult=[1]", "model.sampling.sampler=ddpm"])
+    model = build_model(cfg.model, (1, 8, 8), 0)
+    assert model.sample_protocol() == {"sampler": "ddpm", "sampling_steps": 20, "timesteps": 20,
+                                       "guidance_scale": 1.0, "sigma": "beta", "clip_x0": True,
+                                       "schedule": "linear"}
+    ddim = model.sample_protocol(sampler="ddim", sampling_steps=5)
+    assert ddim["sampling_steps"] == 5 and ddim["eta"] == 0.0 and "sigma" not in ddim
+    # the config samples with (stochastic) DDPM, but interpolating the initial noise needs DDIM with eta 0:
+    # the same path of x_T gives the same strip twice, whatever the sampler's noise generator
+    first, info = interpolate(model, rows=1, steps=3, seed=0)
+    assert info["space"] == "noise" and info["sample_options"] == {"sampler": "ddim", "eta": 0.0}
+    again, _ = interpolate(model, rows=1, steps=3, seed=0)
+    assert torch.equal(first, again) and first.shape == (1, 3, 1, 8, 8)
+    ends = model.sample(2, noise=torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                        sampler="ddim", eta=0.0)
+    assert torch.allclose(first[0, 0], ends[0].clamp(-1, 1), atol=1e-5)

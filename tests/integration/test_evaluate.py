@@ -117,8 +117,9 @@ def test_interpolate_writes_strips(run, tmp_path):
 
 def test_task_train_features_trains_and_reports_the_domain_network(tmp_path, mnist_root):
     cache = tmp_path / "cache"
-    result = entry("difgan.run", "task=train_features", "data=mnist", f"paths.data_dir={mnist_root.data_dir}",
-                   f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}", "logger=csv", *TINY_METRICS)
+    result = entry("difgan.run", "task=train_features", "data=mnist",
+                   f"paths.data_dir={mnist_root.data_dir}", f"paths.cache_dir={cache}",
+                   f"hydra.run.dir={tmp_path / 'run'}", "logger=csv", *TINY_METRICS)
     assert result.returncode == 0, result.stderr[-3000:]
     nets = list((cache / "feature_nets").glob("mnist_28px_1ch_*.pt"))
     assert len(nets) == 1 and str(nets[0]) in result.stdout and "accuracy" in result.stdout

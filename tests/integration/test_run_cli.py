@@ -22,7 +22,8 @@ def run_cli(module: str, *args: str, cwd: Path, timeout: int = 300) -> subproces
 def test_short_run_leaves_a_complete_run_folder_and_samples(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("difgan.run", "model=dcgan_cond", "model.base_channels=8", "data.batch_size=16",
-                   "trainer.max_steps=6", "trainer.log_every_n_steps=1", "callbacks.samples.every_n_batches=2", "callbacks.samples.n=20",
+                   "trainer.max_steps=6", "trainer.log_every_n_steps=1",
+                   "callbacks.samples.every_n_batches=2", "callbacks.samples.n=20",
                    "metrics=none", "logger=csv", "seed=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"run folder : {run_dir}" in proc.stdout

@@ -19,8 +19,8 @@ def offline_run(tmp_path_factory, mnist_root):
                   WANDB_CONFIG_DIR=None, WANDB_CACHE_DIR=None, WANDB_DATA_DIR=None, NETRC=None,
                   XDG_CONFIG_HOME=None, XDG_CACHE_HOME=None)
     run_dir = tmp / "run"
-    args = [a for a in tiny(run_dir, mnist_root.data_dir, "trainer.max_steps=4", "trainer.log_every_n_steps=1")
-            if a != "logger=csv"]
+    args = tiny(run_dir, mnist_root.data_dir, "trainer.max_steps=4", "trainer.log_every_n_steps=1")
+    args = [a for a in args if a != "logger=csv"]
     with running(*args, "logger=default", cwd=tmp, env=env) as proc:
         yield run_dir, proc
 

@@ -72,7 +72,8 @@ def test_discriminator_only_batches_leave_generator_alone():
     assert _changed(g1, model.generator) and _changed(d1, model.discriminator)
     assert _changed(e0, model.ema.averaged)
     # the EMA moved toward G but not onto it
-    assert not all(torch.equal(a, b) for a, b in zip(model.ema.averaged.parameters(), model.generator.parameters()))
+    pairs = zip(model.ema.averaged.parameters(), model.generator.parameters())
+    assert not all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_conditional_sampling_honours_labels():
