@@ -11,6 +11,7 @@ validation hold-out; loading them takes milliseconds, unlike mnist_offline's CSV
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from hydra.core.global_hydra import GlobalHydra
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = "tests.integration.probes"
@@ -106,13 +108,18 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
 
 
 def hydra_main(*args: str) -> Result:
-    """``python -m difgan.run *args`` in this process: Hydra's real ``main`` with ``sys.argv`` set, stdout and
-    stderr captured. Returns exit status 0 unless ``main`` exits."""
-    from difgan.run import main
+    """``python -m difgan.run *args`` in this process (see ``entry``)."""
+    return entry("difgan.run", *args)
 
+
+def entry(module: str, *args: str) -> Result:
+    """``python -m <module> *args`` in this process: its real Hydra ``main`` with ``sys.argv`` set, stdout and
+    stderr captured. Returns exit status 0 unless ``main`` exits."""
+    main = importlib.import_module(module).main
+    GlobalHydra.instance().clear()
     out, err = io.StringIO(), io.StringIO()
     argv, threads, code = sys.argv, torch.get_num_threads(), 0
-    sys.argv = ["difgan.run", *args]
+    sys.argv = [module, *args]
     torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy machine (no OpenMP barriers)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -122,6 +129,7 @@ def hydra_main(*args: str) -> Result:
     finally:
         sys.argv = argv
         torch.set_num_threads(threads)
+        GlobalHydra.instance().clear()
     return Result(code, out.getvalue(), err.getvalue())
 
 

@@ -19,15 +19,6 @@ TINY = ["model.unet.channels=16", "model.unet.channel_mult=[1,2]", "model.warmup
 DATASETS = ["mnist", "fashion_mnist", "cifar10", "stl10", "celeba", "image_folder"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread mostly waits at barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class LossRecorder(L.Callback):
     def __init__(self):
         self.losses: list[float] = []

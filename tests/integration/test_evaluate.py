@@ -3,37 +3,14 @@ checkpoint, through the real Hydra entry points (run in this process to save int
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import importlib
-import io
 import json
-import sys
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
-from tests.integration.runner import Result, one_line_error
+from tests.integration.runner import entry, one_line_error
 
 pytestmark = pytest.mark.slow
-
-
-def entry(module: str, *args: str) -> Result:
-    """``python -m <module> *args`` in this process: its Hydra ``main`` with ``sys.argv`` set."""
-    main = importlib.import_module(module).main
-    GlobalHydra.instance().clear()
-    out, err = io.StringIO(), io.StringIO()
-    argv, code = sys.argv, 0
-    sys.argv = [module, *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-        GlobalHydra.instance().clear()
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 TINY_METRICS = ["metrics.domain_net.train_kimg=1", "metrics.domain_net.width=8",

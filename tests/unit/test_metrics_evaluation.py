@@ -19,21 +19,9 @@ from tests.unit.test_metrics_support import (
     TINY_DOMAIN,
     ReplayModule,
     ddp_worker,
-    digits,
     random_inception_weights,
-    session_cache,
     tiny_settings,
 )
-
-
-@pytest.fixture(scope="module")
-def dm(tmp_path_factory):
-    return digits(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return session_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

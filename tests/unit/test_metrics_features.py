@@ -19,17 +19,7 @@ from difgan.metrics.features import (
     resolve_inception_weights,
 )
 from difgan.metrics.reference import reference_statistics
-from tests.unit.test_metrics_support import digits, random_inception_weights, session_cache, tiny_settings
-
-
-@pytest.fixture(scope="module")
-def dm(tmp_path_factory):
-    return digits(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return session_cache(tmp_path_factory)
+from tests.unit.test_metrics_support import digits, random_inception_weights, tiny_settings
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,6 @@ from difgan.diffusion import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread mostly waits at barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy_eps_fn(T: int):
     """A fixed, nonlinear, t-dependent stand-in for a network."""
     w = torch.linspace(-1.0, 1.0, 16).reshape(1, 1, 4, 4)

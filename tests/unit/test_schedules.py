@@ -21,15 +21,6 @@ from difgan.diffusion import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread mostly waits at barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("T", [1, 10, 300, 1000, 4000])
 def test_linear_alphas_cumprod_match_the_closed_form(T):
     s = NoiseSchedule.from_config("linear", T)

@@ -14,15 +14,6 @@ from difgan.nets.embeddings import ClassEmbedding, TimestepEmbedding, sinusoidal
 from difgan.nets.unet import AttentionBlock, UNet, norm_groups
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread mostly waits at barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**kw) -> dict:
     return {
         "channels": 8,
