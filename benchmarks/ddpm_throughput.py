@@ -5,13 +5,15 @@ sampling throughput of DDPM and DDIM. Prints one JSON object.
     python benchmarks/ddpm_throughput.py --configs ddpm --threads 2 --device cuda
 
 Training: one step is q_sample -> network -> MSE on epsilon -> backward -> Adam step, for a batch of
-``--batch`` images; the time is the median over ``--rounds`` rounds, our network and the peer's alternating
-round by round so background load hits both alike. Model FLOPs per image are counted with
-``torch.utils.flop_counter`` for forward + backward (convolutions, matmuls, attention; elementwise ops and
-normalisation are not counted, as usual), so achieved FLOP/s = FLOPs per image x images per second compare
-the two implementations of (nearly) the same network. The peer is ``diffusers.UNet2DModel`` with the same
-widths, blocks per level, attention levels, dropout, group norm and one attention head; it is optional
-(``pip install diffusers`` into the environment that runs this; it is not a dependency of difgan).
+``--batch`` images; the time is the median over ``--rounds`` rounds, our network and the peer's back to
+back in each round, the order flipping every round, so background load hits both alike
+(``achieved_flops_ratio_paired_median`` compares the two within each round). Model FLOPs per image are
+counted with ``torch.utils.flop_counter`` for forward + backward (convolutions, matmuls, attention;
+elementwise ops and normalisation are not counted, as usual), so achieved FLOP/s = FLOPs per image x
+images per second compare the two implementations of (nearly) the same network. The peer is
+``diffusers.UNet2DModel`` with the same widths, blocks per level, attention levels, dropout, group norm and
+one attention head; it is optional (``pip install diffusers`` into the environment that runs this; it is
+not a dependency of difgan).
 
 Sampling: images per second of ``DDPM.sample`` with the quickstart model: DDIM at 10, 50 and 100 steps, and
 DDPM over all T steps (by default extrapolated from ``--ddpm-timed-steps`` timed steps, since every step costs
@@ -176,9 +178,9 @@ def bench_training(name: str, batch: int, rounds: int, iters: int, device: torch
     for step in steps.values():  # warm-up (allocator, oneDNN primitive caches)
         step()
     times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(rounds):
-        for k, step in steps.items():
-            times[k].append(timed(step, iters, device))
+    for r in range(rounds):  # the order flips every round, so drift in the machine's speed hits both alike
+        for k in list(steps) if r % 2 == 0 else list(reversed(steps)):
+            times[k].append(timed(steps[k], iters, device))
     result = {"description": CONFIGS[name], "image_shape": list(module.image_shape), "batch": batch}
     for k, (n, _) in entries.items():
         sec = statistics.median(times[k])
@@ -202,6 +204,10 @@ def bench_training(name: str, batch: int, rounds: int, iters: int, device: torch
             "achieved_flops_ratio": round(
                 result["ours"]["achieved_gflops_per_s"] / result["diffusers"]["achieved_gflops_per_s"], 3
             ),
+            # paired within each round (the two ran back to back): steadier than the ratio of medians
+            "achieved_flops_ratio_paired_median": round(statistics.median(
+                (flops["ours"] / o) / (flops["diffusers"] / p)
+                for o, p in zip(times["ours"], times["diffusers"])), 3),
         }
     return result
 
@@ -249,7 +255,7 @@ def main() -> None:
         default=None,
         help="training batch per config (default: 64 for ddpm, 8 for ddpm_cifar on CPU)",
     )
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--iters", type=int, default=2, help="training steps per timed round")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     ap.add_argument("--device", default="cpu")

@@ -71,7 +71,10 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Self-attention over the H*W positions with a residual connection."""
+    """Self-attention over the H*W positions with a residual connection.
+
+    The projections are linear layers applied per position (the same maps as 1x1 convolutions); on CPU a
+    1x1 convolution falls back to a slow non-oneDNN kernel, a matmul does not."""
 
     def __init__(self, channels: int, num_heads: int = 1, max_groups: int = 32):
         super().__init__()
@@ -79,16 +82,16 @@ class AttentionBlock(nn.Module):
             raise ValueError(f"attention_heads={num_heads} does not divide {channels} channels")
         self.num_heads = num_heads
         self.norm = _norm(channels, max_groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = _zero(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, C / heads)
-        h = F.scaled_dot_product_attention(q, k, v)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)
-        return x + self.proj(h)
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = self.qkv(h).reshape(B, H * W, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, C / heads)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
+        return x + self.proj(h).transpose(1, 2).reshape(B, C, H, W)
 
 
 class Downsample(nn.Module):

@@ -96,13 +96,19 @@ def test_attention_equals_softmax_attention_written_out():
     for heads in (1, 2):
         block = AttentionBlock(8, num_heads=heads, max_groups=4)
         torch.nn.init.normal_(block.proj.weight, std=0.2)
+        torch.nn.init.normal_(block.proj.bias, std=0.2)
         x = torch.randn(2, 8, 4, 4)
         B, C, H, W = x.shape
-        qkv = block.qkv(block.norm(x)).reshape(B, 3, heads, C // heads, H * W)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, heads, d, N)
-        w = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(C // heads), dim=-1)
-        h = torch.einsum("bhij,bhdj->bhdi", w, v).reshape(B, C, H, W)
-        assert torch.allclose(block(x), x + block.proj(h), atol=1e-5)
+        d = C // heads
+        # per position: qkv = W x + b, channels ordered (q | k | v), each split into heads
+        n = torch.nn.functional.group_norm(x, 4, block.norm.weight, block.norm.bias, block.norm.eps)
+        qkv = torch.einsum("oc,bcp->bop", block.qkv.weight, n.reshape(B, C, H * W))
+        qkv = qkv + block.qkv.bias[None, :, None]
+        q, k, v = qkv.reshape(B, 3, heads, d, H * W).unbind(1)  # (B, heads, d, N)
+        w = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(d), dim=-1)
+        h = torch.einsum("bhij,bhdj->bhdi", w, v).reshape(B, C, H * W)
+        out = torch.einsum("oc,bcp->bop", block.proj.weight, h) + block.proj.bias[None, :, None]
+        assert torch.allclose(block(x), x + out.reshape(B, C, H, W), atol=1e-5)
 
 
 def test_norm_groups_divide_the_width():
