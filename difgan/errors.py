@@ -1,5 +1,11 @@
 """User-facing errors: raised for user mistakes, printed as one line by the entry points (no traceback)."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
 
 class DifganError(Exception):
     """Base class of errors that are the user's to fix; entry points print them without a traceback."""
@@ -29,3 +35,14 @@ class NonFiniteLossError(DifganError):
             f"non-finite loss: {name}={value} at batch {batch} (global_step {step}); "
             "training stopped, the last good checkpoint is kept"
         )
+
+
+def run_reporting_errors(task: Callable[..., Any], *args: Any,
+                         errors: tuple[type[Exception], ...] = ()) -> Any:
+    """``task(*args)`` for an entry point: a ``DifganError`` (or one of ``errors``) becomes one line on stderr
+    and exit status 1, without a traceback."""
+    try:
+        return task(*args)
+    except (DifganError, *errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -9,7 +9,6 @@ config, stored in the checkpoint. See README "Metrics".
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from difgan.errors import ConfigError, DifganError
+from difgan.errors import ConfigError, run_reporting_errors
 
 OVERRIDABLE = ("feature_space", "batch_size", "seed", "reference_split", "inception_weights")
 
@@ -110,11 +109,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(CONF / "paths"), config_name="difgan_evaluate")
 def main(cfg: DictConfig):
-    try:
-        return evaluate_checkpoint(cfg)
-    except DifganError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return run_reporting_errors(evaluate_checkpoint, cfg)
 
 
 if __name__ == "__main__":

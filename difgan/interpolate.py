@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchvision.utils import save_image
 
-from difgan.errors import ConfigError, DifganError
+from difgan.errors import ConfigError, run_reporting_errors
 
 SPACES = ("auto", "z", "w", "noise")
 METHODS = ("auto", "lerp", "slerp")
@@ -150,11 +149,7 @@ def run_interpolation(cfg: DictConfig) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="interpolate")
 def main(cfg: DictConfig):
-    try:
-        return run_interpolation(cfg)
-    except DifganError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return run_reporting_errors(run_interpolation, cfg)
 
 
 if __name__ == "__main__":

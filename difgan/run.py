@@ -28,7 +28,7 @@ from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
 from difgan.checkpoint import LAST, check_compatible, load_checkpoint, resolve_checkpoint
 from difgan.config import validate_run_config
-from difgan.errors import ConfigError, DifganError
+from difgan.errors import ConfigError, run_reporting_errors
 from difgan.loggers import build_loggers, finish_wandb
 
 # The EMA copy of the sampling network is kept in eval mode on purpose; Lightning warns about any such module.
@@ -171,11 +171,7 @@ def run(cfg: DictConfig):
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def main(cfg: DictConfig):
-    try:
-        return run(cfg)
-    except DifganError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return run_reporting_errors(run, cfg)
 
 
 if __name__ == "__main__":

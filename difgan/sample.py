@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from omegaconf import DictConfig
 
 from difgan.callbacks.samples import grid_labels, save_grid
 from difgan.checkpoint import load_generative_module, resolve_checkpoint
-from difgan.errors import ConfigError, DifganError
+from difgan.errors import ConfigError, run_reporting_errors
 
 MODEL_OPTIONS = ("sampler", "sampling_steps", "eta", "guidance_scale")
 
@@ -64,11 +63,7 @@ def sample(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig):
-    try:
-        return sample(cfg)
-    except (DifganError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return run_reporting_errors(sample, cfg, errors=(ValueError,))
 
 
 if __name__ == "__main__":
