@@ -230,7 +230,7 @@ class DDPM(GenerativeModule):
 
     def sample_protocol(self, **options) -> dict:
         """What ``sample(**options)`` would run, for metrics.json: sampler, network evaluations, schedule."""
-        opts = self._resolve_sampling({k: v for k, v in options.items() if k != "_trajectory"})
+        opts = self._resolve_sampling(options)
         steps = opts["sampling_steps"] if opts["sampling_steps"] is not None else self.num_timesteps
         protocol = {k: opts[k] for k in SAMPLING_DEFAULTS}
         protocol.update(sampling_steps=steps, timesteps=self.num_timesteps,
