@@ -36,10 +36,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from difgan.build import build_datamodule, build_model
+from difgan.confdir import compose_config
 from difgan.data.datamodule import EpochSeededSampler, to_signed_float
 from difgan.loggers import build_loggers
 from difgan.losses import discriminator_bce, generator_nonsaturating
@@ -72,8 +72,7 @@ def _rates(images: int, t0: tuple[float, float], t1: tuple[float, float]) -> dic
 
 
 def compose_run(batch: int, base_channels: int, device: str, extra: list[str]):
-    with initialize_config_module(config_module="difgan.conf", version_base="1.3"):
-        return compose(config_name="run", overrides=[
+    return compose_config("run", overrides=[
             "model=dcgan", "data=mnist_offline", f"data.batch_size={batch}",
             f"model.base_channels={base_channels}", "logger=csv", "metrics=none",
             f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "trainer.precision=32-true",

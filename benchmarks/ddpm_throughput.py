@@ -60,12 +60,9 @@ except (AttributeError, RuntimeError, ValueError):  # older torch, or already re
 
 
 def model_config(name: str):
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from difgan.confdir import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="difgan.conf", version_base="1.3"):
-        return compose(config_name="run", overrides=[f"model={name}"]).model
+    return compose_config("run", [f"model={name}"]).model
 
 
 def build_ours(name: str):

@@ -129,14 +129,13 @@ def bench_inception(dm, n_images, device) -> dict:
 def bench_overhead(dm, cache_dir: Path, device) -> dict:
     """One epoch of the quickstart DCGAN vs one in-training evaluation at the default settings."""
     import lightning as L
-    from hydra import compose, initialize_config_module
 
     from difgan.build import build_model
+    from difgan.confdir import compose_config
     from difgan.metrics.config import settings_from_config
     from difgan.metrics.evaluation import Evaluator
 
-    with initialize_config_module(config_module="difgan.conf", version_base="1.3"):
-        cfg = compose(config_name="run", overrides=["experiment=quickstart"])
+    cfg = compose_config("run", ["experiment=quickstart"])
     model = build_model(cfg.model, dm.image_shape, dm.num_classes)
     trainer = L.Trainer(max_epochs=1, accelerator=device.type, devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

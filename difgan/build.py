@@ -13,7 +13,10 @@ from difgan.errors import ConfigError
 from difgan.models.base import GenerativeModule
 
 # Keys of a model config that describe it rather than being constructor arguments.
-MODEL_META_KEYS = ("name", "conditional")
+# pretrained: a run folder or checkpoint to start from (``load_pretrained``); pretrained_networks: which of
+# the model's networks to take from it (default: all it holds); pretrained_use_ema: the sampling network
+# from the checkpoint's EMA weights (default true).
+MODEL_META_KEYS = ("name", "conditional", "pretrained", "pretrained_networks", "pretrained_use_ema")
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs) -> Any:
@@ -51,5 +54,12 @@ def build_model(model_cfg: DictConfig, image_shape: tuple[int, int, int],
     cls = get_class(node._target_)
     if not issubclass(cls, GenerativeModule):
         raise ConfigError("model._target_", f"{node._target_} is not a GenerativeModule")
-    return _instantiate(node, "model", image_shape=tuple(image_shape),
-                        num_classes=num_classes if conditional else 0)
+    model = _instantiate(node, "model", image_shape=tuple(image_shape),
+                         num_classes=num_classes if conditional else 0)
+    if model_cfg.get("pretrained"):
+        from difgan.checkpoint import load_pretrained
+
+        networks = model_cfg.get("pretrained_networks")
+        load_pretrained(model, model_cfg.pretrained, list(networks) if networks else None,
+                        use_ema=bool(model_cfg.get("pretrained_use_ema", True)))
+    return model

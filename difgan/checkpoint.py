@@ -70,3 +70,52 @@ def load_generative_module(path: str | Path, map_location: str | torch.device = 
                               f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
     module.on_load_checkpoint(ckpt)
     return module.to(map_location).eval(), cfg
+
+
+def _module_prefix(module: torch.nn.Module, net: torch.nn.Module) -> str:
+    for name, sub in module.named_modules():
+        if sub is net:
+            return f"{name}." if name else ""
+    raise ValueError("network is not a submodule of the model")
+
+
+def load_pretrained(module, path: str | Path, networks: list[str] | None = None,
+                    use_ema: bool = True) -> dict:
+    """Start ``module`` from another run's trained weights (fine-tuning, guidance, feedback), not a resume:
+    optimizers, counters and adaptive state start fresh.
+
+    Each network named by ``module.pretrained_networks()`` that the checkpoint holds (or each of
+    ``networks``, which must all be there) is loaded strictly, by the same attribute path. With ``use_ema``
+    the sampling network takes the checkpoint's EMA weights when it has them (they are what that run
+    sampled with). The EMA then restarts from the loaded weights. Returns {network: source prefix}."""
+    p = resolve_checkpoint(path)
+    state = load_checkpoint(p)["state_dict"]
+    candidates = module.pretrained_networks()
+    wanted = list(networks) if networks else list(candidates)
+    unknown = sorted(set(wanted) - set(candidates))
+    if unknown:
+        raise CheckpointError(f"model.pretrained_networks: {unknown[0]!r} is not a network of "
+                              f"{type(module).__name__}; valid: {', '.join(candidates)}")
+    sampling = module.sampling_network()
+    loaded = {}
+    for name in wanted:
+        net = candidates[name]
+        prefix = _module_prefix(module, net)
+        if use_ema and net is sampling and any(k.startswith("ema.averaged.") for k in state):
+            prefix = "ema.averaged."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            if networks:
+                raise CheckpointError(f"{p} holds no weights for network {name!r} (looked for {prefix}*)")
+            continue
+        try:
+            net.load_state_dict(sub, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise CheckpointError(f"{p}: network {name!r} does not fit this model: "
+                                  f"{' '.join(first[1:3]) if len(first) > 1 else first[0]}") from None
+        loaded[name] = prefix
+    if not loaded:
+        raise CheckpointError(f"{p} holds none of this model's networks ({', '.join(wanted)})")
+    module.on_pretrained_loaded()
+    return loaded

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from difgan.confdir import CONF_DIR
 from difgan.errors import ConfigError, run_reporting_errors
 
 OVERRIDABLE = ("feature_space", "batch_size", "seed", "reference_split", "inception_weights")
@@ -88,7 +89,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
             dist.destroy_process_group()
 
 
-CONF = Path(__file__).resolve().parent / "conf"
+CONF = CONF_DIR
 
 
 def register_configs() -> None:

@@ -1,11 +1,11 @@
 """Latent interpolation (seed 001, section 3.5.6): image strips between pairs of latent points.
 
 - GANs: in z (spherical interpolation, z being Gaussian) and, for StyleGAN-like models, in w (linear).
-  A model offers w by implementing ``map_latent(z, labels=None) -> w`` and
-  ``sample_from_w(w, labels=None, **options) -> images in [-1, 1]``.
+  A model offers w by listing "w" in ``latent_spaces`` and implementing ``map_latent`` and
+  ``sample_from_w`` (declared on ``GenerativeModule``).
 - Diffusion models: spherical interpolation of the initial noise x_T, sampled with a deterministic sampler
-  (pass it in ``sample_options``, e.g. DDIM with eta 0; a model may offer defaults as a
-  ``deterministic_sample_options`` dict, which are merged under the given options).
+  (the model's ``deterministic_sample_options()``, e.g. DDIM with eta 0, merged under the given
+  ``sample_options``).
 - ``max_distance`` (seed 001's alpha) moves the second end point towards the first until they are at most
   that far apart, so strips between nearby points can be inspected.
 
@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchvision.utils import save_image
 
+from difgan.confdir import CONF_DIR
 from difgan.errors import ConfigError, run_reporting_errors
 
 SPACES = ("auto", "z", "w", "noise")
@@ -59,7 +60,7 @@ def limit_distance(a: Tensor, b: Tensor, max_distance: float | None) -> Tensor:
 def resolve_space(module, space: str) -> str:
     if space not in SPACES:
         raise ConfigError("space", f"unknown {space!r}; valid: {', '.join(SPACES)}")
-    has_w = callable(getattr(module, "map_latent", None)) and callable(getattr(module, "sample_from_w", None))
+    has_w = "w" in module.latent_spaces
     if space == "auto":
         if has_w:
             return "w"
@@ -81,7 +82,7 @@ def interpolate(module, rows: int = 4, steps: int = 7, space: str = "auto", meth
         raise ConfigError("method", f"unknown {method!r}; valid: {', '.join(METHODS)}")
     space = resolve_space(module, space)
     method = ("lerp" if space == "w" else "slerp") if method == "auto" else method
-    options = dict(getattr(module, "deterministic_sample_options", None) or {}) if space == "noise" else {}
+    options = module.deterministic_sample_options() if space == "noise" else {}
     options.update(sample_options or {})
     device = module.device
     g = torch.Generator().manual_seed(int(seed))
@@ -102,10 +103,11 @@ def interpolate(module, rows: int = 4, steps: int = 7, space: str = "auto", meth
         row_lab = None if lab is None else lab[r * steps:(r + 1) * steps]
         if space == "w":
             first_label = None if row_lab is None else row_lab[:1]
-            w1, w2 = (module.map_latent(z.unsqueeze(0).to(device), first_label)[0] for z in (z1, z2))
+            w1, w2 = (module.map_latent(z.unsqueeze(0).to(device), first_label, use_ema=use_ema)[0]
+                      for z in (z1, z2))
             w2 = limit_distance(w1, w2, max_distance)
             path = (lerp if method == "lerp" else slerp)(w1, w2, t.to(device))
-            images = module.sample_from_w(path, row_lab, **options)
+            images = module.sample_from_w(path, row_lab, use_ema=use_ema, **options)
         else:
             z2 = limit_distance(z1, z2, max_distance)
             path = (lerp if method == "lerp" else slerp)(z1, z2, t).to(device)
@@ -147,7 +149,7 @@ def run_interpolation(cfg: DictConfig) -> list[Path]:
     return paths
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="interpolate")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="interpolate")
 def main(cfg: DictConfig):
     return run_reporting_errors(run_interpolation, cfg)
 

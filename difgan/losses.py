@@ -1,6 +1,15 @@
-"""Adversarial losses and discriminator-input tricks: plain functions on logits and images."""
+"""Adversarial losses, regularisers and discriminator-input tricks: plain functions on logits and images.
+
+``LOSSES`` maps the config's ``model.loss`` to a (discriminator loss, generator loss) pair:
+- ``bce``: binary cross-entropy with (optionally smoothed) targets for D, non-saturating -log D(G(z)) for G
+  (Goodfellow et al. 2014; DCGAN);
+- ``logistic``: the same non-saturating logistic loss without label smoothing (StyleGAN2's name for it);
+- ``hinge``: max(0, 1 - D(x)) + max(0, 1 + D(G(z))) for D, -D(G(z)) for G (Lim and Ye 2017; BigGAN).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +24,40 @@ def discriminator_bce(real_logits: Tensor, fake_logits: Tensor, real_target: flo
             + F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, fake_target)))
 
 
+def discriminator_logistic(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """softplus(-D(x)) + softplus(D(G(z))): BCE with hard targets, written as StyleGAN2 writes it."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def discriminator_hinge(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
 def generator_nonsaturating(fake_logits: Tensor) -> Tensor:
     """-log D(G(z)) (Goodfellow et al.'s non-saturating generator loss)."""
     return F.softplus(-fake_logits).mean()
+
+
+def generator_hinge(fake_logits: Tensor) -> Tensor:
+    return -fake_logits.mean()
+
+
+DiscriminatorLoss = Callable[[Tensor, Tensor], Tensor]
+GeneratorLoss = Callable[[Tensor], Tensor]
+LOSSES: dict[str, tuple[DiscriminatorLoss, GeneratorLoss]] = {
+    "bce": (discriminator_bce, generator_nonsaturating),
+    "logistic": (discriminator_logistic, generator_nonsaturating),
+    "hinge": (discriminator_hinge, generator_hinge),
+}
+
+
+def r1_penalty(real_logits: Tensor, real_inputs: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): E ||grad_x D(x)||^2 over real inputs, per sample summed over pixels.
+
+    ``real_inputs`` must require grad and ``real_logits`` come from them; the graph is kept so the penalty
+    can be backpropagated into D. The caller multiplies by gamma / 2 (and by the lazy interval)."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_inputs, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean()
 
 
 def instance_noise(images: Tensor, std: float) -> Tensor:

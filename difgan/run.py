@@ -26,10 +26,12 @@ from difgan.callbacks.budget import KimgBudget
 from difgan.callbacks.checkpoint import LastCheckpoint
 from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
-from difgan.checkpoint import LAST, check_compatible, load_checkpoint, resolve_checkpoint
+from difgan.checkpoint import LAST
+from difgan.confdir import CONF_DIR
 from difgan.config import validate_run_config
 from difgan.errors import ConfigError, run_reporting_errors
 from difgan.loggers import build_loggers, finish_wandb
+from difgan.resume import resume_checkpoint
 
 # The EMA copy of the sampling network is kept in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
@@ -59,21 +61,6 @@ def write_run_metadata(run_dir: Path, cfg: DictConfig) -> None:
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                          "lightning": lightning.__version__}}
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path, model) -> str | None:
-    """``ckpt_path`` when given (file or run folder); else this run folder's own last.ckpt, which is how a
-    requeued cluster job continues. The file is checked before Lightning reads it, so a corrupt, foreign or
-    unsafe file (anything beyond tensors and plain containers) or another model's checkpoint stops the run
-    with one line."""
-    if cfg.ckpt_path is not None:
-        path = resolve_checkpoint(cfg.ckpt_path)
-    elif (run_dir / LAST).is_file():
-        path = run_dir / LAST
-    else:
-        return None
-    check_compatible(load_checkpoint(path, mmap=True), model, path)
-    return str(path)
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, datamodule) -> list[L.Callback]:
@@ -112,7 +99,7 @@ def train(cfg: DictConfig) -> dict | None:
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     model = build_model(cfg.model, datamodule.image_shape, datamodule.num_classes)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    ckpt_path = resume_checkpoint(cfg, run_dir, model)
+    ckpt_path = resume_checkpoint(cfg, run_dir, model, model.run_config)
     write_run_metadata(run_dir, cfg)
 
     loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.name}/{run_dir.name}",
@@ -169,7 +156,7 @@ def run(cfg: DictConfig):
     return TASKS[cfg.task](cfg)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="run")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def main(cfg: DictConfig):
     return run_reporting_errors(run, cfg)
 

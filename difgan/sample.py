@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from difgan.callbacks.samples import grid_labels, save_grid
 from difgan.checkpoint import load_generative_module, resolve_checkpoint
+from difgan.confdir import CONF_DIR
 from difgan.errors import ConfigError, run_reporting_errors
 
 MODEL_OPTIONS = ("sampler", "sampling_steps", "eta", "guidance_scale")
@@ -61,7 +62,7 @@ def sample(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sample")
 def main(cfg: DictConfig):
     return run_reporting_errors(sample, cfg, errors=(ValueError,))
 

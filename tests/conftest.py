@@ -10,8 +10,8 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+
+from difgan.confdir import compose_config  # noqa: E402
 
 torch.set_num_threads(1)  # small tensors run ~20x slower with 2 threads on a shared 2-core machine
 
@@ -23,9 +23,6 @@ def compose_run():
     """compose_run(overrides) -> the composed run config, exactly as ``python -m difgan.run`` builds it."""
 
     def _compose(overrides=()):
-        GlobalHydra.instance().clear()
-        with initialize_config_module(config_module="difgan.conf", version_base="1.3"):
-            return compose(config_name="run", overrides=list(overrides), return_hydra_config=False)
+        return compose_config("run", overrides)
 
-    yield _compose
-    GlobalHydra.instance().clear()
+    return _compose

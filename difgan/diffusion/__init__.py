@@ -23,6 +23,9 @@ from difgan.diffusion.samplers import (
     ddim_timesteps,
     ddpm_sample,
     ddpm_step,
+    guidance_hooks,
+    hook_name,
+    posterior_step,
     sample_loop,
 )
 from difgan.diffusion.schedules import SCHEDULES, NoiseSchedule, cosine_betas, linear_betas, make_betas
@@ -37,6 +40,9 @@ __all__ = [
     "NoiseSchedule",
     "Trajectory",
     "apply_guidance",
+    "guidance_hooks",
+    "hook_name",
+    "posterior_step",
     "cosine_betas",
     "ddim_sample",
     "ddim_step",

@@ -2,11 +2,13 @@
 
 Both take an ``eps_fn(x_t, t) -> predicted noise`` (the network with its labels and classifier-free guidance
 already folded in, see ``difgan.diffusion.guidance``), the ``NoiseSchedule``, and the initial noise x_T.
-Both accept ``guidance``: one callable ``(x_t, t, eps) -> eps`` or a list of them, applied in order after
-the network and before the update. That is where later methods (discriminator guidance, Kim et al. 2023)
-change the score without touching the samplers; a hook that needs gradients wraps itself in
-``torch.enable_grad()``. The samplers do not turn gradients off themselves (callers that only sample use
-``torch.no_grad()``; fine-tuning methods may backpropagate through a chain).
+Both accept ``guidance``: one hook ``(x_t, t, eps, **context) -> eps`` or a list of them, applied in order
+after the network and before the update. ``context`` holds ``labels``, ``schedule``, ``t_prev`` (the
+timestep the step goes to; -1 for x_0), ``step`` (0-based index of the sampling step) and ``num_steps``.
+That is where later methods (discriminator guidance, Kim et al. 2023) change the score without touching
+the samplers; a hook that needs gradients wraps itself in ``torch.enable_grad()``. The metric protocol
+records hooks by ``hook_name``: a ``name`` attribute, else the function's name (lambdas have none).
+The samplers do not turn gradients off themselves (callers that only sample use ``torch.no_grad()``; fine-tuning methods may backpropagate through a chain).
 
 Randomness: every draw (per-step noise) uses ``generator`` when given (on the generator's device, then
 moved to x_T's, so a CPU generator can seed a GPU run). A step draws noise only when it adds noise (DDPM:
@@ -35,7 +37,7 @@ from difgan.diffusion.process import predict_eps_from_x0, predict_x0_from_eps, q
 from difgan.diffusion.schedules import NoiseSchedule
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
-Guidance = Callable[[Tensor, Tensor, Tensor], Tensor]
+Guidance = Callable[..., Tensor]  # (x_t, t, eps, *, labels, schedule, t_prev, step, num_steps) -> eps
 
 SAMPLERS = ("ddpm", "ddim")
 SIGMAS = ("beta", "posterior")
@@ -58,14 +60,30 @@ class Trajectory:
         return torch.stack(self.xs)
 
 
-def apply_guidance(
-    guidance: Guidance | Sequence[Guidance] | None, x: Tensor, t: Tensor, eps: Tensor
-) -> Tensor:
+def guidance_hooks(guidance: Guidance | Sequence[Guidance] | None) -> list[Guidance]:
     if guidance is None:
-        return eps
-    hooks = [guidance] if callable(guidance) else list(guidance)
-    for hook in hooks:
-        eps = hook(x, t, eps)
+        return []
+    return [guidance] if callable(guidance) else list(guidance)
+
+
+def hook_name(hook: Guidance) -> str:
+    """A stable name for the metric protocol: ``hook.name``, else the function's or class's name."""
+    name = getattr(hook, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    name = getattr(hook, "__name__", None) or type(hook).__name__
+    if name == "<lambda>":
+        raise ValueError("a guidance hook needs a name for the metric protocol: use a def, or give the "
+                         "callable a `name` attribute")
+    return name
+
+
+def apply_guidance(
+    guidance: Guidance | Sequence[Guidance] | None, x: Tensor, t: Tensor, eps: Tensor, **context
+) -> Tensor:
+    """Apply the hooks in order; ``context``: labels, schedule, t_prev, step, num_steps."""
+    for hook in guidance_hooks(guidance):
+        eps = hook(x, t, eps, **context)
     return eps
 
 
@@ -85,6 +103,30 @@ def _x0_and_eps(
     return x0, eps
 
 
+def posterior_step(
+    schedule: NoiseSchedule,
+    x: Tensor,
+    t: Tensor,
+    x0: Tensor,
+    noise: Tensor | None,
+    sigma: str = "posterior",
+) -> Tensor:
+    """x_{t-1} drawn from q(x_{t-1} | x_t, x_0 = ``x0``): the posterior mean plus sigma_t * ``noise``.
+
+    Shared by every model that denoises in steps: eps-predicting samplers pass the x_0 their eps implies,
+    x0-predicting generators (DDGAN) their own. ``sigma="posterior"`` is the true posterior's beta-tilde_t,
+    ``"beta"`` is beta_t (Ho et al.'s choice for CIFAR-10). ``noise`` may be None (the mean), and is not
+    added at t = 0."""
+    if sigma not in SIGMAS:
+        raise ValueError(f"sigma must be one of {SIGMAS}, got {sigma!r}")
+    mean, post_var, _ = q_posterior(schedule, x0, x, t)
+    if noise is None:
+        return mean
+    var = post_var if sigma == "posterior" else schedule.extract("betas", t, x.ndim, x.dtype)
+    nonzero = (t > 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    return mean + nonzero * var.sqrt() * noise
+
+
 def ddpm_step(
     schedule: NoiseSchedule,
     x: Tensor,
@@ -100,16 +142,9 @@ def ddpm_step(
     Without clipping the mean equals algorithm 2's 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps).
     ``noise`` is ignored (may be None) at t = 0. Returns (x_{t-1}, predicted x_0).
     """
-    if sigma not in SIGMAS:
-        raise ValueError(f"sigma must be one of {SIGMAS}, got {sigma!r}")
     tb = _timestep_batch(t, x)
     x0, _ = _x0_and_eps(schedule, x, tb, eps, clip_x0)
-    mean, post_var, _ = q_posterior(schedule, x0, x, tb)
-    var = post_var if sigma == "posterior" else schedule.extract("betas", tb, x.ndim, x.dtype)
-    if noise is None:
-        return mean, x0
-    nonzero = (tb > 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-    return mean + nonzero * var.sqrt() * noise, x0
+    return posterior_step(schedule, x, tb, x0, noise, sigma), x0
 
 
 def ddim_step(
@@ -133,16 +168,17 @@ def ddim_step(
     tb = _timestep_batch(t, x)
     tp = _timestep_batch(t_prev, x)
     x0, eps = _x0_and_eps(schedule, x, tb, eps, clip_x0)
-    abar = schedule.extract("alphas_cumprod", tb, x.ndim, x.dtype)
-    abar_prev = (
-        torch.where(
-            tp >= 0, schedule.alphas_cumprod.to(x.device)[tp.clamp(min=0)], torch.ones((), device=x.device)
-        )
-        .to(x.dtype)
-        .reshape(abar.shape)
-    )
-    s = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
-    out = abar_prev.sqrt() * x0 + (1 - abar_prev - s**2).clamp(min=0).sqrt() * eps
+    # Schedule quantities in float64 (1 - abar_t / abar_prev in float32 loses ~1e-4 relative at small t),
+    # cast once the combination is formed.
+    shape = (-1, *([1] * (x.ndim - 1)))
+    abar_all = schedule.alphas_cumprod_f64.to(x.device)
+    abar = abar_all[tb]
+    abar_prev = torch.where(tp >= 0, abar_all[tp.clamp(min=0)], torch.ones((), dtype=abar.dtype,
+                                                                           device=x.device))
+    s64 = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
+    dir64 = (1 - abar_prev - s64**2).clamp(min=0).sqrt()
+    s, direction = s64.to(x.dtype).reshape(shape), dir64.to(x.dtype).reshape(shape)
+    out = abar_prev.sqrt().to(x.dtype).reshape(shape) * x0 + direction * eps
     if noise is not None and eta > 0:
         out = out + s * noise
     return out, x0
@@ -196,6 +232,7 @@ def ddpm_sample(
     sigma: str = "beta",
     clip_x0: bool = True,
     guidance: Guidance | Sequence[Guidance] | None = None,
+    labels: Tensor | None = None,
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
     trajectory_stride: int = 1,
@@ -208,7 +245,8 @@ def ddpm_sample(
     _record(traj, 0, trajectory_stride, False, T - 1, x)
     for i, t in enumerate(range(T - 1, -1, -1), start=1):
         tb = _timestep_batch(t, x)
-        eps = apply_guidance(guidance, x, tb, eps_fn(x, tb))
+        eps = apply_guidance(guidance, x, tb, eps_fn(x, tb), labels=labels, schedule=schedule,
+                             t_prev=t - 1, step=i - 1, num_steps=T)
         noise = randn_like_on(x, generator) if t > 0 else None
         x, x0 = ddpm_step(schedule, x, tb, eps, noise, sigma=sigma, clip_x0=clip_x0)
         if traj is not None and (i % trajectory_stride == 0 or t == 0):
@@ -228,6 +266,7 @@ def ddim_sample(
     spacing: str = "linspace",
     clip_x0: bool = True,
     guidance: Guidance | Sequence[Guidance] | None = None,
+    labels: Tensor | None = None,
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
     trajectory_stride: int = 1,
@@ -243,7 +282,8 @@ def ddim_sample(
     pairs = list(zip(reversed(ts), [*reversed(ts[:-1]), -1]))
     for i, (t, t_prev) in enumerate(pairs, start=1):
         tb = _timestep_batch(t, x)
-        eps = apply_guidance(guidance, x, tb, eps_fn(x, tb))
+        eps = apply_guidance(guidance, x, tb, eps_fn(x, tb), labels=labels, schedule=schedule,
+                             t_prev=t_prev, step=i - 1, num_steps=len(pairs))
         noise = randn_like_on(x, generator) if eta > 0 and t_prev >= 0 else None
         x, x0 = ddim_step(schedule, x, tb, t_prev, eps, noise, eta=eta, clip_x0=clip_x0)
         if traj is not None and (i % trajectory_stride == 0 or t_prev < 0):

@@ -28,8 +28,6 @@ from difgan.metrics.features import FeatureSpace, extract, load_feature_space
 from difgan.metrics.formulas import fid_against_features, inception_score, kid, precision_recall
 from difgan.metrics.reference import Reference, reference_statistics
 
-SAMPLER_HPARAM_KEYS = ("sampler", "sampling", "timesteps", "num_steps", "guidance", "eta", "truncation")
-
 
 def chunk_seed(seed: int, chunk: int) -> int:
     return (int(seed) * 1_000_003 + int(chunk) * 7919 + 12345) % (2**63 - 1)
@@ -59,18 +57,9 @@ def versions() -> dict:
 
 
 def _sampler_protocol(module, options: dict) -> dict:
-    """What sampled the images: the options passed, the model's own description when it offers one
-    (``module.sample_protocol(**options)``), else its sampling-related hyperparameters."""
-    out = {"options": dict(options)}
-    describe = getattr(module, "sample_protocol", None)
-    if callable(describe):
-        out["model"] = describe(**options)
-    else:
-        hp = dict(getattr(module, "hparams", {}) or {})
-        picked = {k: v for k, v in hp.items() if any(s in k for s in SAMPLER_HPARAM_KEYS)}
-        if picked:
-            out["model_hparams"] = picked
-    return out
+    """What sampled the images: the options passed and the model's own description of them
+    (``GenerativeModule.sample_protocol``)."""
+    return {"options": dict(options), "model": module.sample_protocol(**options)}
 
 
 class Evaluator:

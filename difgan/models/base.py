@@ -61,8 +61,61 @@ class GenerativeModule(L.LightningModule, abc.ABC):
         """
 
     def networks(self) -> dict[str, nn.Module]:
-        """Named trainable networks, for parameter counts."""
+        """Named trainable networks: parameter counts, and what ``model.pretrained`` loads by name."""
         return {"sampling_network": self.sampling_network()}
+
+    # ----------------------------------------------------------------- optional capabilities (defaults)
+    # Everything another module may ask of a model is declared here with a default, so a new model's author
+    # sees in one place what it may provide; nothing downstream probes a model with hasattr.
+
+    #: Names of the keyword options ``sample`` accepts (``difgan.sample sample_options={...}`` is checked
+    #: against them). Models with options override this and validate values in ``generate``.
+    sample_option_names: tuple[str, ...] = ()
+
+    def check_sample_options(self, options: dict) -> None:
+        """Reject option names this model does not know, listing the valid ones (ValueError)."""
+        unknown = sorted(set(options) - set(self.sample_option_names))
+        if unknown:
+            valid = ", ".join(self.sample_option_names) or "none"
+            raise ValueError(f"{type(self).__name__} has no sampling option {unknown[0]!r}; valid: {valid}")
+
+    def deterministic_sample_options(self) -> dict:
+        """Options under which ``sample`` maps fixed ``noise`` to images deterministically (latent
+        interpolation needs this). Default: none needed (a GAN's generator is a function of z)."""
+        return {}
+
+    def sample_protocol(self, **options) -> dict:
+        """What ``sample(**options)`` runs, for metrics.json (sampler, network evaluations, ...).
+        Default: the options as given."""
+        return {k: v for k, v in options.items() if v is not None}
+
+    #: Latent spaces ``difgan.interpolate`` may walk: "z" (the noise ``sample`` starts from) always; "w" for
+    #: models with an intermediate latent space (StyleGAN2), which then implement the two methods below.
+    latent_spaces: tuple[str, ...] = ("z",)
+
+    def map_latent(self, z: Tensor, labels: Tensor | None = None, *, use_ema: bool = True) -> Tensor:
+        """z -> w for models whose ``latent_spaces`` include "w" (no gradients, eval mode)."""
+        raise NotImplementedError(f"{type(self).__name__} has no intermediate latent space w")
+
+    def sample_from_w(self, w: Tensor, labels: Tensor | None = None, *, use_ema: bool = True,
+                      **options) -> Tensor:
+        """Images in [-1, 1] from intermediate latents w (see ``map_latent``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no intermediate latent space w")
+
+    #: Whether ``sample_trajectory`` returns the intermediate states of a multi-step sampler.
+    has_trajectory: bool = False
+
+    def sample_trajectory(self, n: int, labels: Tensor | None = None, **options):
+        """``(images, Trajectory)``: ``sample`` plus its intermediate states (multi-step models)."""
+        raise NotImplementedError(f"{type(self).__name__} samples in one step; it has no trajectory")
+
+    def pretrained_networks(self) -> dict[str, nn.Module]:
+        """Networks ``model.pretrained`` may load from another run's checkpoint, by name (default: all)."""
+        return self.networks()
+
+    def on_pretrained_loaded(self) -> None:
+        """Called after ``model.pretrained`` loaded weights: the EMA restarts from the loaded weights."""
+        self.init_ema()
 
     # ----------------------------------------------------------------- sampling
     def init_ema(self) -> None:
@@ -172,14 +225,17 @@ class GenerativeModule(L.LightningModule, abc.ABC):
             print("parameters: " + ", ".join(f"{k.split('/')[1]} {v / 1e6:.2f}M" for k, v in counts.items()))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["difgan"] = {
+        """Subclasses add their own keys to ``checkpoint["difgan"]`` (call super first or last: entries are
+        merged, never replaced). Adaptive training state belongs in persistent buffers instead, which
+        ``state_dict`` carries with no code here."""
+        checkpoint.setdefault("difgan", {}).update({
             "images_seen": self.images_seen,
             "batches_seen": self.batches_seen,
             "rng": _get_rng_state(),
             "image_shape": list(self.image_shape),
             "num_classes": self.num_classes,
             "config": self.run_config,
-        }
+        })
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("difgan", {})

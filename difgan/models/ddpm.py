@@ -37,6 +37,8 @@ from difgan.diffusion import (
     Trajectory,
     ddim_timesteps,
     denoiser_eps_fn,
+    guidance_hooks,
+    hook_name,
     q_sample,
     sample_loop,
     sample_timesteps,
@@ -44,6 +46,7 @@ from difgan.diffusion import (
 from difgan.errors import ConfigError
 from difgan.models.base import GenerativeModule
 from difgan.nets.unet import UNet, level_resolutions, resolve_attention
+from difgan.validation import check_int, require
 
 UNET_DEFAULTS: dict[str, Any] = {
     "channels": 128,
@@ -91,17 +94,12 @@ class DDPM(GenerativeModule):
         channels, height, width = self.image_shape
         if height != width:
             raise ConfigError("data.resolution", f"the UNet needs square images, got {height}x{width}")
-        checks = {
-            "model.timesteps": isinstance(timesteps, int) and timesteps >= 1,
-            "model.lr": lr > 0,
-            "model.weight_decay": weight_decay >= 0,
-            "model.warmup_kimg": warmup_kimg >= 0,
-            "model.grad_clip": grad_clip is None or grad_clip >= 0,
-            "model.cond_drop_prob": 0.0 <= cond_drop_prob < 1.0,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(key, f"impossible value {locals()[key.split('.')[1]]!r}")
+        check_int("model.timesteps", timesteps)
+        require("model.lr", lr, lr > 0)
+        require("model.weight_decay", weight_decay, weight_decay >= 0)
+        require("model.warmup_kimg", warmup_kimg, warmup_kimg >= 0)
+        require("model.grad_clip", grad_clip, grad_clip is None or grad_clip >= 0)
+        require("model.cond_drop_prob", cond_drop_prob, 0.0 <= cond_drop_prob < 1.0)
         if schedule not in SCHEDULES:
             raise ConfigError(
                 "model.schedule", f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}"
@@ -225,8 +223,12 @@ class DDPM(GenerativeModule):
             opts["sampling_steps"] = None  # the config's DDIM step count does not apply to DDPM
         return self._check_sampling(opts)
 
-    # DDIM with eta 0 maps the initial noise to an image deterministically (latent interpolation needs this)
-    deterministic_sample_options = {"sampler": "ddim", "eta": 0.0}
+    sample_option_names = SAMPLING_OPTIONS
+    has_trajectory = True
+
+    def deterministic_sample_options(self) -> dict:
+        """DDIM with eta 0 maps the initial noise to an image deterministically."""
+        return {"sampler": "ddim", "eta": 0.0}
 
     def sample_protocol(self, **options) -> dict:
         """What ``sample(**options)`` would run, for metrics.json: sampler, network evaluations, schedule."""
@@ -237,8 +239,7 @@ class DDPM(GenerativeModule):
                         schedule=self.schedule_name)
         hooks = opts.get("guidance")
         if hooks is not None:
-            protocol["guidance"] = [getattr(g, "__name__", type(g).__name__)
-                                    for g in ([hooks] if callable(hooks) else hooks)]
+            protocol["guidance"] = [hook_name(g) for g in guidance_hooks(hooks)]
         if protocol["sampler"] == "ddpm":
             for key in ("eta", "spacing"):  # DDIM-only knobs
                 protocol.pop(key)
@@ -271,6 +272,7 @@ class DDPM(GenerativeModule):
             spacing=opts["spacing"],
             clip_x0=bool(opts["clip_x0"]),
             guidance=opts.get("guidance"),
+            labels=labels,
             generator=generator,
             return_trajectory=trajectory_box is not None,
             trajectory_stride=int(opts.get("trajectory_stride") or 1),

@@ -99,8 +99,13 @@ def test_unconditional_ddpm_sampler_and_options(compose_run):
     with pytest.raises(ValueError, match="unknown sampling option"):
         model.sample(3, temperature=0.5)
     hook_calls = []
-    model.sample(2, sampling_steps=3, guidance=lambda x, t, eps: hook_calls.append(int(t[0])) or eps)
-    assert hook_calls == [19, 10, 0]
+
+    def record(x, t, eps, **context):
+        hook_calls.append((int(t[0]), context["t_prev"]))
+        return eps
+
+    model.sample(2, sampling_steps=3, guidance=record)
+    assert hook_calls == [(19, 10), (10, 0), (0, -1)]
 
 
 @pytest.mark.parametrize("name", DATASETS)

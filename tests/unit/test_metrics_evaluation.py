@@ -57,7 +57,7 @@ def test_protocol_is_recorded(evaluator, bank):
     assert p["feature_spaces"]["domain"]["classifier_accuracy"] > 0.5
     assert p["settings"]["kid"]["subset_size"] == 50 and p["settings"]["pr"]["k"] == 3
     assert set(p["time_s"]) >= {"generate", "features", "metrics", "total"}
-    assert p["sampler"] == {"options": {}} and p["versions"]["torch_fidelity"]
+    assert p["sampler"] == {"options": {}, "model": {}} and p["versions"]["torch_fidelity"]
     json.dumps(result)  # serialisable as is
     table = format_table(result)
     assert "fid_domain" in table and "n_generated=100" in table

@@ -1,0 +1,83 @@
+"""Which checkpoint a run continues from: ``ckpt_path`` (explicit), or the run folder's own ``last.ckpt``
+(a requeued cluster job), the latter only when it was trained with the same settings (``resume``).
+
+``resume=auto`` (default) continues a run folder's checkpoint when the stored model, data and optimisation
+settings equal this run's (budgets, logging, callbacks, metrics, paths and loader workers may change:
+extending a run is normal) and stops with one line naming the differing keys otherwise; ``force``
+continues regardless (the weights must still fit); ``never`` starts afresh and moves the old checkpoints
+aside (``checkpoints_previous_<time>/``), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from difgan.checkpoint import LAST, check_compatible, load_checkpoint, resolve_checkpoint
+from difgan.errors import ConfigError
+
+RESUME_MODES = ("auto", "never", "force")
+# Settings that may differ between a run and the run it continues.
+MAY_CHANGE = (
+    "max_kimg", "ckpt_path", "resume", "name", "tags", "task", "logger", "callbacks", "metrics", "paths",
+    "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.val_check_interval",
+    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",
+    "data.num_workers", "data.root", "data.download", "data.pin_memory", "data.persistent_workers",
+    "model.pretrained", "model.pretrained_networks", "model.pretrained_use_ema",
+)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def _may_change(key: str) -> bool:
+    return any(key == m or key.startswith(m + ".") for m in MAY_CHANGE)
+
+
+def differing_settings(stored: dict, current: dict) -> list[str]:
+    """Keys (dotted) whose values differ between two resolved run configs, ignoring ``MAY_CHANGE``."""
+    a = {k: v for k, v in _flatten(stored).items() if not _may_change(k)}
+    b = {k: v for k, v in _flatten(current).items() if not _may_change(k)}
+    same = lambda x, y: x == y or (isinstance(x, int | float) and isinstance(y, int | float)  # noqa: E731
+                                   and not isinstance(x, bool) and float(x) == float(y))
+    return sorted(k for k in a.keys() | b.keys() if not same(a.get(k, "<unset>"), b.get(k, "<unset>")))
+
+
+def resume_checkpoint(cfg, run_dir: Path, model, current: dict) -> str | None:
+    """The checkpoint this run continues from (checked to fit ``model``), or None to start afresh."""
+    mode = cfg.get("resume", "auto")
+    if mode not in RESUME_MODES:
+        raise ConfigError("resume", f"unknown mode {mode!r}; valid: {', '.join(RESUME_MODES)}")
+    if cfg.ckpt_path is not None:
+        path = resolve_checkpoint(cfg.ckpt_path)
+        check_compatible(load_checkpoint(path, mmap=True), model, path)
+        return str(path)
+    path = run_dir / LAST
+    if not path.is_file():
+        return None
+    if mode == "never":
+        aside = run_dir / f"checkpoints_previous_{time.strftime('%Y%m%d-%H%M%S')}"
+        (run_dir / "checkpoints").rename(aside)
+        print(f"resume=never: starting afresh; the earlier checkpoints were moved to {aside}")
+        return None
+    ckpt = load_checkpoint(path, mmap=True)
+    if mode == "auto":
+        diff = differing_settings(ckpt["difgan"].get("config") or {}, current)
+        if diff:
+            stored, now = _flatten(ckpt["difgan"].get("config") or {}), _flatten(current)
+            shown = ", ".join(f"{k} ({stored.get(k, '<unset>')!r} -> {now.get(k, '<unset>')!r})"
+                              for k in diff[:5])
+            more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
+            raise ConfigError("resume", f"run folder {run_dir} holds a checkpoint trained with other "
+                              f"settings: {shown}{more}. Use resume=force to continue it anyway, resume=never to start "
+                              "afresh there (old checkpoints are kept aside), or another hydra.run.dir")
+    check_compatible(ckpt, model, path)
+    return str(path)
