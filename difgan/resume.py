@@ -20,7 +20,8 @@ from difgan.errors import ConfigError
 RESUME_MODES = ("auto", "never", "force")
 # Settings that may differ between a run and the run it continues.
 MAY_CHANGE = (
-    "max_kimg", "ckpt_path", "resume", "name", "tags", "task", "logger", "callbacks", "metrics", "paths",
+    "max_kimg", "ckpt_path", "resume", "name", "tags", "study", "optimized_metric", "task", "logger",
+    "callbacks", "metrics", "paths",
     "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.log_every_n_steps",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.val_check_interval",
     "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",

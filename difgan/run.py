@@ -28,9 +28,10 @@ from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
 from difgan.checkpoint import LAST
 from difgan.confdir import CONF_DIR
+from difgan.cluster import cluster_plugins
 from difgan.config import validate_run_config
 from difgan.errors import ConfigError, run_reporting_errors
-from difgan.loggers import build_loggers, finish_wandb
+from difgan.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_identity
 from difgan.resume import resume_checkpoint
 
 # The EMA copy of the sampling network is kept in eval mode on purpose; Lightning warns about any such module.
@@ -102,10 +103,15 @@ def train(cfg: DictConfig) -> dict | None:
     ckpt_path = resume_checkpoint(cfg, run_dir, model, model.run_config)
     write_run_metadata(run_dir, cfg)
 
+    hc = HydraConfig.get()
+    sweep_dir = Path(str(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
     loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.name}/{run_dir.name}",
-                            config=model.run_config)
+                            config=model.run_config, identity=wandb_identity(cfg, sweep_dir))
     callbacks = build_callbacks(cfg, run_dir, datamodule)
     overrides = {"max_epochs": -1} if cfg.max_kimg is not None else {}
+    plugins = cluster_plugins(cfg.trainer)
+    if plugins:
+        overrides["plugins"] = plugins
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=loggers or False,
                                      callbacks=callbacks, **overrides)
     results = None
@@ -115,6 +121,8 @@ def train(cfg: DictConfig) -> dict | None:
             from difgan.metrics import final_evaluation
 
             results = final_evaluation(model, datamodule, cfg.metrics, run_dir, Path(cfg.paths.cache_dir))
+            if trainer.is_global_zero:
+                log_final_metrics(loggers, results)
     finally:
         finish_wandb()
     if trainer.is_global_zero:
@@ -156,9 +164,36 @@ def run(cfg: DictConfig):
     return TASKS[cfg.task](cfg)
 
 
+def objective(cfg: DictConfig, results: dict | None) -> float:
+    """The number a hyperparameter search minimises or maximises (``optimized_metric``, e.g. fid_domain):
+    one of the run's final metrics (metrics.json)."""
+    key = cfg.optimized_metric
+    values = (results or {}).get("metrics", {})
+    if key not in values:
+        raise ConfigError("optimized_metric", f"{key!r} is not among this run's final metrics "
+                          f"({', '.join(sorted(values)) or 'none: enable metrics.final'})")
+    return float(values[key])
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
-def main(cfg: DictConfig):
+def hydra_entry(cfg: DictConfig):
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A sweep job raises, so the sweep callback (difgan.sweep) records its error and the sweep goes on.
+        results = run(cfg)
+        return objective(cfg, results) if cfg.get("optimized_metric") else results
     return run_reporting_errors(run, cfg)
+
+
+def main() -> None:
+    """``python -m difgan.run``: one run, or a sweep with ``-m`` (exit status 1 if any job failed)."""
+    from difgan import sweep
+
+    sweep.LAST_SUMMARY = None
+    hydra_entry()
+    failed = sweep.sweep_failed()
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
