@@ -27,8 +27,8 @@ from difgan.callbacks.checkpoint import LastCheckpoint
 from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
 from difgan.checkpoint import LAST
-from difgan.confdir import CONF_DIR
 from difgan.cluster import cluster_plugins
+from difgan.confdir import CONF_DIR
 from difgan.config import validate_run_config
 from difgan.errors import ConfigError, run_reporting_errors
 from difgan.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_identity
@@ -51,8 +51,17 @@ def git_commit() -> str | None:
         return None
 
 
+def parameter_counts(model) -> dict[str, int]:
+    """Trainable parameters per network (top-level submodule) and in all; EMA copies are not trained."""
+    counts = {name: sum(p.numel() for p in child.parameters() if p.requires_grad)
+              for name, child in model.named_children()}
+    counts = {k: v for k, v in counts.items() if v}
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts
+
+
 @rank_zero_only
-def write_run_metadata(run_dir: Path, cfg: DictConfig) -> None:
+def write_run_metadata(run_dir: Path, cfg: DictConfig, model=None) -> None:
     import lightning
     import torchvision
 
@@ -61,6 +70,8 @@ def write_run_metadata(run_dir: Path, cfg: DictConfig) -> None:
     meta = {"git_commit": git_commit(), "seed": cfg.seed, "command": sys.argv,
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                          "lightning": lightning.__version__}}
+    if model is not None:
+        meta["parameters"] = parameter_counts(model)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -101,7 +112,7 @@ def train(cfg: DictConfig) -> dict | None:
     model = build_model(cfg.model, datamodule.image_shape, datamodule.num_classes)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_path = resume_checkpoint(cfg, run_dir, model, model.run_config)
-    write_run_metadata(run_dir, cfg)
+    write_run_metadata(run_dir, cfg, model)
 
     hc = HydraConfig.get()
     sweep_dir = Path(str(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None

@@ -38,8 +38,13 @@ LAST_SUMMARY: dict | None = None
 
 
 def error_line(exc: BaseException) -> str:
-    """One line naming what went wrong: the error's type and the first line of its message."""
+    """One line naming what went wrong: a user error's own message (it names the key), else the error's type
+    and the first line of its message."""
+    from difgan.errors import DifganError
+
     text = str(exc).strip().splitlines()
+    if isinstance(exc, DifganError) and text:
+        return text[0]
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
