@@ -75,3 +75,37 @@ class SlowDown(L.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class PreemptOnce(L.Callback):
+    """For the job whose ``tag`` (e.g. ``${model.name}-${seed}``) equals ``target``: sends this process the
+    signal SLURM sends before a time limit or a preemption (submitit's USR2) after batch ``at_batch`` of a
+    fresh start, so submitit checkpoints the job and requeues it. Every start appends the batch it started
+    from to ``<run folder>/starts.txt``."""
+
+    def __init__(self, at_batch: int, tag: str, target: str):
+        self.at_batch, self.armed = int(at_batch), str(tag) == str(target)
+        self.started_at = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.started_at = pl_module.batches_seen
+        with open(Path(trainer.default_root_dir) / "starts.txt", "a") as f:
+            f.write(f"{self.started_at}\n")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.armed and self.started_at == 0 and pl_module.batches_seen == self.at_batch:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+
+class FailAt(L.Callback):
+    """For the job whose ``tag`` equals ``target``: raises at batch ``at_batch`` (a crash mid-training)."""
+
+    def __init__(self, at_batch: int, tag: str, target: str):
+        self.at_batch, self.armed = int(at_batch), str(tag) == str(target)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.armed and pl_module.batches_seen == self.at_batch:
+            raise RuntimeError(f"deliberate failure at batch {self.at_batch}")
