@@ -38,6 +38,11 @@ def validate_run_config(cfg: DictConfig, multirun: bool = False,
     _positive_int(cfg, "callbacks.samples.n")
     strategy = str(cfg.trainer.get("strategy", "auto"))
     relaunches = strategy.startswith("ddp") and "spawn" not in strategy
+    if multirun and strategy.startswith("ddp") and "joblib" in (launcher or ""):
+        raise ConfigError(
+            "trainer.strategy",
+            f"{strategy!r} inside joblib workers (hydra/launcher=local_parallel) crashes: sweep DDP runs one "
+            "at a time (the default launcher with trainer=ddp_spawn) or on SLURM (hydra/launcher=slurm)")
     if multirun and relaunches and "submitit" not in (launcher or ""):
         raise ConfigError(
             "trainer.strategy",
