@@ -91,7 +91,7 @@ def test_each_job_is_a_wandb_run_grouped_by_the_sweep(finished):
     s = wandb_summary(run_file)
     assert s["group"] == sweep_dir.name and s["job_type"] == "ddpm"
     assert {"model:ddpm", "data:mnist_offline", "seed:0"} <= set(s["tags"])
-    assert s["config"]["model"]["value"]["unet"]["channels"] == 8 and s["config"]["seed"]["value"] == 0
+    assert s["config"]["model"]["unet"]["channels"] == 8 and s["config"]["seed"] == 0       # resolved config
     assert {"train/loss", "train/kimg", "val/fid_domain", "val/kimg", "resources/wall_clock_s"} <= s["history"]
     assert any(k.startswith("samples/grid") for k in s["history"])  # sample grids as images
     assert s["axes"].get("train/*") == "train/kimg" and s["axes"].get("val/*") == "val/kimg"

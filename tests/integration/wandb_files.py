@@ -57,6 +57,8 @@ def summary(path: str | Path) -> dict:
                 value = json.loads(item.value_json) if item.value_json else None
                 if isinstance(value, dict) and value.get("_type") == "table-file":
                     tables[key] = value
+                elif key.endswith("/_type") and value == "table-file":    # stored flattened
+                    tables[key[:-len("/_type")]] = value
         elif kind == "metric":
             name = r.metric.name or r.metric.glob_name
             axes[name] = r.metric.step_metric
