@@ -11,7 +11,11 @@ must equal the job's tasks).
 
 from __future__ import annotations
 
+import os
+
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+from difgan.errors import ConfigError
 
 
 def cluster_plugins(trainer_cfg) -> list:
@@ -22,3 +26,19 @@ def cluster_plugins(trainer_cfg) -> list:
     if SLURMEnvironment.detect():
         return [SLURMEnvironment(auto_requeue=False)]
     return []
+
+
+def check_slurm_layout(trainer_cfg) -> None:
+    """Under SLURM, the trainer's process layout must be the allocation's: ``trainer.num_nodes`` = the job's
+    nodes and ``trainer.devices`` = its tasks per node (one process per GPU, started by srun). A mismatch
+    would hang at the first collective or train on part of the allocation; stop before any work."""
+    if not SLURMEnvironment.detect():
+        return
+    nodes, per_node = os.environ.get("SLURM_NNODES"), os.environ.get("SLURM_NTASKS_PER_NODE")
+    if nodes and nodes.isdigit() and int(trainer_cfg.get("num_nodes", 1)) != int(nodes):
+        raise ConfigError("trainer.num_nodes", f"is {trainer_cfg.get('num_nodes', 1)} but the SLURM job has "
+                          f"{nodes} nodes: set trainer.num_nodes={nodes} (= hydra.launcher.nodes)")
+    devices = trainer_cfg.get("devices", 1)
+    if per_node and per_node.isdigit() and isinstance(devices, int) and devices != int(per_node):
+        raise ConfigError("trainer.devices", f"is {devices} but the SLURM job runs {per_node} tasks per node: "
+                          f"set trainer.devices = hydra.launcher.tasks_per_node = gpus_per_node")

@@ -29,7 +29,7 @@ def validate_run_config(cfg: DictConfig, multirun: bool = False,
     if cfg.max_kimg is not None and not (isinstance(cfg.max_kimg, int | float) and cfg.max_kimg > 0):
         raise ConfigError("max_kimg",
                           f"must be a positive number of thousands of images, got {cfg.max_kimg!r}")
-    for key in ("data.batch_size", "data.resolution"):
+    for key in ("data.batch_size", "data.resolution", "trainer.num_nodes"):
         _positive_int(cfg, key)
     for key in ("data.num_workers", "callbacks.samples.every_n_batches"):
         _positive_int(cfg, key, allow_zero=True)

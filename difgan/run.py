@@ -27,7 +27,7 @@ from difgan.callbacks.checkpoint import LastCheckpoint
 from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
 from difgan.checkpoint import LAST
-from difgan.cluster import cluster_plugins
+from difgan.cluster import check_slurm_layout, cluster_plugins
 from difgan.confdir import CONF_DIR
 from difgan.config import validate_run_config
 from difgan.errors import ConfigError, run_reporting_errors
@@ -120,6 +120,7 @@ def train(cfg: DictConfig) -> dict | None:
                             config=model.run_config, identity=wandb_identity(cfg, sweep_dir))
     callbacks = build_callbacks(cfg, run_dir, datamodule)
     overrides = {"max_epochs": -1} if cfg.max_kimg is not None else {}
+    check_slurm_layout(cfg.trainer)
     plugins = cluster_plugins(cfg.trainer)
     if plugins:
         overrides["plugins"] = plugins

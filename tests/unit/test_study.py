@@ -113,6 +113,21 @@ def test_submitit_owns_requeueing_on_slurm(monkeypatch):
     assert env.auto_requeue is False                                          # Lightning's requeue is off
 
 
+def test_the_trainer_layout_must_match_the_slurm_allocation(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from difgan.cluster import check_slurm_layout
+
+    for key, value in {"SLURM_NTASKS": "8", "SLURM_JOB_NAME": "difgan", "SLURM_NNODES": "2",
+                       "SLURM_NTASKS_PER_NODE": "4"}.items():
+        monkeypatch.setenv(key, value)
+    check_slurm_layout(OmegaConf.create({"devices": 4, "num_nodes": 2}))
+    with pytest.raises(ConfigError, match="trainer.num_nodes=2"):
+        check_slurm_layout(OmegaConf.create({"devices": 4, "num_nodes": 1}))
+    with pytest.raises(ConfigError, match="trainer.devices"):
+        check_slurm_layout(OmegaConf.create({"devices": 1, "num_nodes": 2}))
+
+
 def test_local_parallel_sweeps_refuse_ddp(compose_run):
     from difgan.config import validate_run_config
 
