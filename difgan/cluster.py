@@ -40,5 +40,5 @@ def check_slurm_layout(trainer_cfg) -> None:
                           f"{nodes} nodes: set trainer.num_nodes={nodes} (= hydra.launcher.nodes)")
     devices = trainer_cfg.get("devices", 1)
     if per_node and per_node.isdigit() and isinstance(devices, int) and devices != int(per_node):
-        raise ConfigError("trainer.devices", f"is {devices} but the SLURM job runs {per_node} tasks per node: "
-                          f"set trainer.devices = hydra.launcher.tasks_per_node = gpus_per_node")
+        raise ConfigError("trainer.devices", f"is {devices} but the SLURM job runs {per_node} tasks per "
+                          "node: set trainer.devices = hydra.launcher.tasks_per_node = gpus_per_node")

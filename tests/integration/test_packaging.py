@@ -40,7 +40,7 @@ def test_wheel_carries_the_configs_and_runs_from_another_folder(tmp_path):
     assert not any(n.startswith(("conf/", "tests/")) for n in names)   # only the package
 
     site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
-    zipfile.ZipFile(wheel).extractall(site)                          # a pure-Python wheel: unpacked = installed
+    zipfile.ZipFile(wheel).extractall(site)                       # a pure-Python wheel: unpacked = installed
     elsewhere.mkdir()
     env = cli_env(PYTHONPATH=str(site))                              # not the checkout
     run = subprocess.run([sys.executable, "-c", RUN_FROM_WHEEL, str(site)], cwd=elsewhere, env=env,

@@ -30,7 +30,8 @@ def sweep(tmp_path_factory):
     sweep_dir = tmp / "sweep"
     args = ["-m", "experiment=sweep_test", "model=tiny_dcgan,tiny_ddpm", "seed=0,1",
             "hydra/launcher=slurm_local", f"hydra.searchpath=[file://{SWEEP_CONF}]",
-            f"hydra.sweep.dir={sweep_dir}", f"paths.runs_dir={tmp / 'runs'}", f"paths.cache_dir={tmp / 'cache'}"]
+            f"hydra.sweep.dir={sweep_dir}", f"paths.runs_dir={tmp / 'runs'}",
+            f"paths.cache_dir={tmp / 'cache'}"]
     env = cli_env(WANDB_MODE="offline", HOME=str(tmp))   # offline W&B files, no ~/.netrc: never a prompt
     with running(*args, cwd=tmp, env=env) as proc:
         yield sweep_dir, proc
@@ -92,7 +93,8 @@ def test_each_job_is_a_wandb_run_grouped_by_the_sweep(finished):
     assert s["group"] == sweep_dir.name and s["job_type"] == "ddpm"
     assert {"model:ddpm", "data:mnist_offline", "seed:0"} <= set(s["tags"])
     assert s["config"]["model"]["unet"]["channels"] == 8 and s["config"]["seed"] == 0       # resolved config
-    assert {"train/loss", "train/kimg", "val/fid_domain", "val/kimg", "resources/wall_clock_s"} <= s["history"]
+    names = {"train/loss", "train/kimg", "val/fid_domain", "val/kimg", "resources/wall_clock_s"}
+    assert names <= s["history"]
     assert any(k.startswith("samples/grid") for k in s["history"])  # sample grids as images
     assert s["axes"].get("train/*") == "train/kimg" and s["axes"].get("val/*") == "val/kimg"
     assert "final/metrics" in s["tables"] and "final/fid_domain" in s["summary"]

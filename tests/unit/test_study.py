@@ -135,7 +135,8 @@ def test_local_parallel_sweeps_refuse_ddp(compose_run):
     with pytest.raises(ConfigError, match="joblib"):
         validate_run_config(cfg, multirun=True,
                             launcher="hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
-    validate_run_config(cfg, multirun=True, launcher="hydra._internal.core_plugins.basic_launcher.BasicLauncher")
+    validate_run_config(cfg, multirun=True,
+                        launcher="hydra._internal.core_plugins.basic_launcher.BasicLauncher")
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "slurm_local", "local_parallel"])
@@ -154,6 +155,8 @@ def test_launcher_configs_compose(compose_run, launcher):
     node = cfg.hydra.launcher
     if launcher == "slurm":
         for key in ("partition", "account", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task",
-                    "mem_gb", "timeout_min", "constraint", "additional_parameters", "setup", "max_num_timeout"):
+                    "mem_gb", "timeout_min", "constraint", "additional_parameters", "setup",
+                    "max_num_timeout"):
             assert key in node, key
-    assert "sweeps" in str(cfg.hydra.sweep.dir) and "SweepSummary" in cfg.hydra.callbacks.sweep_summary._target_
+    assert "sweeps" in str(cfg.hydra.sweep.dir)
+    assert "SweepSummary" in cfg.hydra.callbacks.sweep_summary._target_
