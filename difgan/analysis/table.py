@@ -165,13 +165,19 @@ def _fmt(value: float, key: str) -> str:
     return f"{value:.0f}" if a >= 1000 else f"{value:.3g}" if a < 1 else f"{value:.2f}"
 
 
+#: Columns that describe the setup rather than a measurement: their mean alone (the std is shown only when
+#: the runs of a row disagree, e.g. a budget that was extended for one seed).
+SETUP_COLUMNS = ("parameters", "kimg", "sampling_nfe")
+
+
 def cell(row: Row, key: str) -> str:
     s = row.stat(key)
     if s is None:
         return ""
     mean, std = s
     n = len([x for x in row.values.get(key, []) if x is not None])
-    return _fmt(mean, key) + (f" ± {_fmt(std, key)}" if n > 1 else "")
+    show_std = n > 1 and (key not in SETUP_COLUMNS or std > 0)
+    return _fmt(mean, key) + (f" ± {_fmt(std, key)}" if show_std else "")
 
 
 def seeds(row: Row) -> str:
