@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from difgan.build import build_model
+from difgan.confdir import CONF_DIR as CONF
 from difgan.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[2] / "difgan" / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

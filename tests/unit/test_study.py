@@ -160,3 +160,43 @@ def test_launcher_configs_compose(compose_run, launcher):
             assert key in node, key
     assert "sweeps" in str(cfg.hydra.sweep.dir)
     assert "SweepSummary" in cfg.hydra.callbacks.sweep_summary._target_
+
+
+def test_hparams_search_configs_compose(compose_run):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper",
+                        reason="the Optuna sweeper is an optional extra: pip install -e '.[optuna]'")
+    from difgan.confdir import CONF_DIR
+
+    for path in sorted((CONF_DIR / "hparams_search").glob("*.yaml")):
+        cfg = compose_run([f"hparams_search={path.stem}", "experiment=digits_budget"])
+        assert cfg.optimized_metric and cfg.model._target_
+
+
+def test_runs_from_the_wandb_api_become_the_same_table():
+    from types import SimpleNamespace
+
+    from difgan.analysis.wandb_runs import load_wandb_runs
+
+    def fake_run(seed, fid):
+        config = {"seed": seed, "model": {"name": "ddpm"},
+                  "data": {"name": "mnist_offline", "resolution": 32},
+                  "metrics": {"reference_split": "train", "final": {"n": 2000}}, "_wandb": {}}
+        history = [{"val/kimg": 1.0, "val/fid_domain": fid + 5, "_runtime": 30.0}, {"train/loss": 0.1}]
+        summary = {"final/fid_domain": fid, "resources/wall_clock_s": 120}
+        return SimpleNamespace(config=config, summary=summary, scan_history=lambda: history,
+                               state="finished", path=["me", "difgan", str(seed)])
+
+    calls = []
+
+    class Api:
+        def runs(self, path, filters=None):
+            calls.append((path, filters))
+            return [fake_run(0, 10.0), fake_run(1, 20.0)]
+
+    runs = load_wandb_runs("me/difgan/digits_sweep", api=Api())
+    assert calls == [("me/difgan", {"group": "digits_sweep"})]
+    (row,) = build(runs).rows
+    assert row.stat("fid_domain")[0] == 15.0 and row.stat("wall_clock_min") == (2.0, 0.0)
+    assert runs[0].history == [{"kimg": 1.0, "wall_s": 30.0, "fid_domain": 15.0}]
+    with pytest.raises(ValueError, match="entity/project"):
+        load_wandb_runs("just-a-project", api=Api())
