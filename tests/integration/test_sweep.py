@@ -55,6 +55,19 @@ def test_compare_refuses_an_empty_selection(tmp_path):
     assert result.returncode == 1 and "no run folders" in result.stderr
 
 
+def test_the_basic_launcher_goes_on_after_failed_jobs_too(tmp_path):
+    """In-process sweep (Hydra's default launcher): jobs that fail their config check are recorded, the
+    sweep ends with exit status 1 and one line, no traceback."""
+    result = entry("difgan.run", "-m", "seed=first,second", "metrics=none", "logger=csv",
+                   f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "2 of 2 sweep jobs did not complete" in result.stderr
+    jobs = json.loads((tmp_path / "sweep_summary.json").read_text())["jobs"]
+    assert [j["status"] for j in jobs] == ["failed", "failed"]
+    assert jobs[1]["error"] == "config error: seed: must be an integer (0 is fine), got 'second'"
+    assert jobs[1]["overrides"] == ["seed=second", "metrics=none", "logger=csv"]
+
+
 def test_a_failed_job_does_not_stop_the_sweep_and_the_summary_lists_every_job(finished):
     sweep_dir, result, jobs = finished
     assert result.returncode == 1, result.stderr[-3000:]            # the sweep reports its failure ...
