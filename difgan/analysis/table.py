@@ -195,6 +195,8 @@ def to_markdown(c: Comparison) -> str:
     if c.protocols:
         out.append("Metric protocols (numbers are comparable only within one protocol):")
         out += [f"- {k}: {v}" for k, v in c.protocols.items()]
+    if any(r.protocol == "-" for r in c.rows):
+        out.append("- protocol `-`: no metrics.json (final metrics disabled, or the run is still going)")
     if c.mixed:
         out.append(f"\n**Warning:** column(s) {', '.join(c.mixed)} hold numbers from different protocols; "
                    "compare rows only within the same protocol.")
