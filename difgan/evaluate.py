@@ -20,17 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from difgan.confdir import CONF_DIR
+from difgan.devices import pick_device
 from difgan.errors import ConfigError, run_reporting_errors
 
 OVERRIDABLE = ("feature_space", "batch_size", "seed", "reference_split", "inception_weights")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _init_distributed(device: torch.device) -> bool:

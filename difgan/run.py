@@ -142,17 +142,20 @@ def print_summary(run_dir: Path, trainer, model, callbacks, results) -> None:
     print("\n".join(lines))
 
 
-TASKS = {"train": train}
+def train_features(cfg: DictConfig) -> None:
+    from difgan.metrics import run_task_train_features
+
+    return run_task_train_features(cfg)
+
+
+# The one table of ``task=...`` values (validated against it before any work).
+TASKS = {"train": train, "train_features": train_features}
 
 
 def run(cfg: DictConfig):
     hc = HydraConfig.get()
-    validate_run_config(cfg, multirun=hc.mode == RunMode.MULTIRUN,
+    validate_run_config(cfg, TASKS, multirun=hc.mode == RunMode.MULTIRUN,
                         launcher=str(hc.launcher.get("_target_", "")) if hc.get("launcher") else None)
-    if cfg.task == "train_features":
-        from difgan.metrics import run_task_train_features
-
-        return run_task_train_features(cfg)
     return TASKS[cfg.task](cfg)
 
 
