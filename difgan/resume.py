@@ -64,7 +64,8 @@ def resume_checkpoint(cfg, run_dir: Path, model, current: dict) -> str | None:
     if not path.is_file():
         return None
     if mode == "never":
-        aside = run_dir / f"checkpoints_previous_{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime('%Y%m%d-%H%M%S') + f"_{time.time_ns() // 1000 % 1_000_000:06d}"
+        aside = run_dir / f"checkpoints_previous_{stamp}"
         (run_dir / "checkpoints").rename(aside)
         print(f"resume=never: starting afresh; the earlier checkpoints were moved to {aside}")
         return None
@@ -77,7 +78,8 @@ def resume_checkpoint(cfg, run_dir: Path, model, current: dict) -> str | None:
                               for k in diff[:5])
             more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
             raise ConfigError("resume", f"run folder {run_dir} holds a checkpoint trained with other "
-                              f"settings: {shown}{more}. Use resume=force to continue it anyway, resume=never "
-                              "to start afresh there (old checkpoints are kept aside), or another hydra.run.dir")
+                              f"settings: {shown}{more}. Use resume=force to continue it anyway, "
+                              "resume=never to start afresh there (old checkpoints are kept aside), "
+                              "or another hydra.run.dir")
     check_compatible(ckpt, model, path)
     return str(path)
