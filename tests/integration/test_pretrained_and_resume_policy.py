@@ -76,7 +76,7 @@ def test_pretrained_network_that_does_not_fit_is_one_line_naming_it(tmp_path, mn
                                            f"model.pretrained={source_dir}",
                                            "model.pretrained_networks=[mapping]")))
     assert "'mapping' is not a network of DCGAN; valid: generator, discriminator" in line, line
-    assert not (tmp_path / "wide" / "checkpoints").exists() and not (tmp_path / "named" / "checkpoints").exists()
+    assert not any((tmp_path / name / "checkpoints").exists() for name in ("wide", "named"))
 
 
 def test_resume_policy_for_a_run_folder_that_holds_a_checkpoint(tmp_path, mnist_root):
