@@ -19,7 +19,8 @@ QUIET = ["model=dcgan", "model.base_channels=8", "trainer.max_steps=2", "logger=
 
 
 def _paths(tmp: Path, data_dir: Path) -> list[str]:
-    return [f"paths.data_dir={data_dir}", f"paths.runs_dir={tmp / 'runs'}", f"paths.cache_dir={tmp / 'cache'}"]
+    return [f"paths.data_dir={data_dir}", f"paths.runs_dir={tmp / 'runs'}",
+            f"paths.cache_dir={tmp / 'cache'}"]
 
 
 @pytest.mark.parametrize("name", DATASETS)
