@@ -1,5 +1,5 @@
 """DDPM end to end: a tiny model learns the offline MNIST digits; every fixture dataset trains for two steps;
-the command line (in this process) trains, samples a guided grid with any model option, and resumes.
+the command line (in this process) trains, samples a guided grid with any model option, and resumes."""
 
 from __future__ import annotations
 
