@@ -3,7 +3,7 @@
 Generates with EMA weights by default, writes ``metrics.json`` (numbers + protocol) and prints a table.
 Under ``torchrun --nproc_per_node=K -m difgan.evaluate ...`` each rank generates and extracts its share and
 the numbers equal the single-process ones. Settings not given here come from the run's own ``metrics``
-config, stored in the checkpoint. See README "Metrics".
+config, stored in the checkpoint. See docs/metrics.md.
 """
 
 from __future__ import annotations
