@@ -19,6 +19,17 @@ from difgan.errors import ConfigError, run_reporting_errors
 SHORTHANDS = ("sampler", "sampling_steps", "eta", "guidance_scale")
 
 
+def check_keys(cfg: DictConfig) -> None:
+    """``+spacing=trailing`` adds a key nobody reads: refuse every key sample.yaml does not have, pointing
+    model options to ``sample_options``."""
+    known = set(OmegaConf.load(CONF_DIR / "sample.yaml")) - {"defaults"} | {"paths"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(key, f"not a key of difgan.sample; model sampling options go in sample_options: "
+                          f"+sample_options.{key}={cfg.get(key)}")
+
+
 def sampling_options(cfg: DictConfig, module) -> dict:
     """The options for ``module.sample``: ``sample_options`` plus the non-null shorthands, checked against
     the model's ``sample_option_names`` (an unknown name is one line listing the valid ones)."""
@@ -48,6 +59,7 @@ def sample_in_batches(module, n: int, labels, batch_size: int, generator: torch.
 
 
 def sample(cfg: DictConfig) -> Path:
+    check_keys(cfg)
     if cfg.n < 1:
         raise ConfigError("n", f"must be positive, got {cfg.n}")
     ckpt = resolve_checkpoint(cfg.ckpt_path)

@@ -175,6 +175,9 @@ def test_cli_conditional_run_samples_a_guided_grid_with_any_model_option(tmp_pat
     assert "valid: sampler, sampling_steps, eta, guidance_scale, sigma, spacing" in line
     assert "spacing" in one_line_error(sample("+sample_options.spacing=bogus"))
     assert "given twice" in one_line_error(sample("+sample_options.sampling_steps=7"))
+    line = one_line_error(sample("+spacing=bogus"))  # a top-level key nobody reads is not ignored
+    assert line == ("error: config error: spacing: not a key of difgan.sample; model sampling options go in "
+                    "sample_options: +sample_options.spacing=bogus"), line
 
 
 @pytest.mark.slow
