@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from difgan.build import build_model
+from difgan.confdir import CONF_DIR
 from difgan.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[2] / "difgan" / "conf"
+CONF = CONF_DIR
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
