@@ -10,7 +10,7 @@ from difgan.errors import ConfigError
 def require(key: str, value: Any, ok: bool, expected: str | None = None) -> None:
     """Raise ``ConfigError(key, ...)`` unless ``ok``; the message shows the value (and what was expected)."""
     if not ok:
-        raise ConfigError(key, f"impossible value {value!r}" + (f" ({expected})" if expected else ""))
+        raise ConfigError(key, f"impossible value, got {value!r}" + (f" ({expected})" if expected else ""))
 
 
 def check_int(key: str, value: Any, minimum: int | None = 1, allow_none: bool = False,
