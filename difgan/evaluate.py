@@ -3,7 +3,7 @@
 Generates with EMA weights by default, writes ``metrics.json`` (numbers + protocol) and prints a table.
 Under ``torchrun --nproc_per_node=K -m difgan.evaluate ...`` each rank generates and extracts its share and
 the numbers equal the single-process ones. Settings not given here come from the run's own ``metrics``
-config, stored in the checkpoint. See README "Metrics".
+config, stored in the checkpoint. See docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -20,17 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from difgan.confdir import CONF_DIR
+from difgan.devices import pick_device
 from difgan.errors import ConfigError, run_reporting_errors
 
 OVERRIDABLE = ("feature_space", "batch_size", "seed", "reference_split", "inception_weights")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _init_distributed(device: torch.device) -> bool:

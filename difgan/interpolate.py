@@ -132,7 +132,7 @@ def save_strips(images: Tensor, path: Path) -> Path:
 
 def run_interpolation(cfg: DictConfig) -> list[Path]:
     from difgan.checkpoint import load_generative_module
-    from difgan.evaluate import pick_device
+    from difgan.devices import pick_device
 
     module, _ = load_generative_module(cfg.ckpt_path, map_location=pick_device(str(cfg.device)))
     out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir)

@@ -65,7 +65,8 @@ def resume_checkpoint(cfg, run_dir: Path, model, current: dict) -> str | None:
     if not path.is_file():
         return None
     if mode == "never":
-        aside = run_dir / f"checkpoints_previous_{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime('%Y%m%d-%H%M%S') + f"_{time.time_ns() // 1000 % 1_000_000:06d}"
+        aside = run_dir / f"checkpoints_previous_{stamp}"
         (run_dir / "checkpoints").rename(aside)
         print(f"resume=never: starting afresh; the earlier checkpoints were moved to {aside}")
         return None

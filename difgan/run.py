@@ -26,7 +26,7 @@ from difgan.callbacks.budget import KimgBudget
 from difgan.callbacks.checkpoint import LastCheckpoint
 from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
-from difgan.checkpoint import LAST
+from difgan.checkpoint import LAST, load_checkpoint
 from difgan.cluster import check_slurm_layout, cluster_plugins
 from difgan.confdir import CONF_DIR
 from difgan.config import validate_run_config
@@ -142,10 +142,29 @@ def train(cfg: DictConfig) -> dict | None:
     return results
 
 
+def _trained_in_other_processes(run_dir: Path, trainer, model) -> dict | None:
+    """Under ``ddp_spawn`` the ranks trained in processes of their own: Lightning hands the weights back to
+    this one, but not the counters; they are read from the checkpoint rank 0 wrote (None otherwise)."""
+    from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+
+    if not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        return None
+    if model.batches_seen or not (run_dir / LAST).is_file():
+        return None
+    ckpt = load_checkpoint(run_dir / LAST, mmap=True)
+    model.images_seen = int(ckpt["difgan"]["images_seen"])
+    model.batches_seen = int(ckpt["difgan"]["batches_seen"])
+    return {"global_step": int(ckpt["global_step"])}
+
+
 def print_summary(run_dir: Path, trainer, model, callbacks, results) -> None:
+    spawned = _trained_in_other_processes(run_dir, trainer, model)
+    global_step = spawned["global_step"] if spawned else trainer.global_step
     samples = next((c.last_path for c in callbacks if isinstance(c, SampleGrid)), None)
+    if samples is None and (run_dir / "samples" / "final.png").is_file():
+        samples = run_dir / "samples" / "final.png"
     lines = [f"done: {model.images_seen} images seen, {model.batches_seen} batches, "
-             f"global_step {trainer.global_step}",
+             f"global_step {global_step}",
              f"run folder : {run_dir}",
              f"checkpoint : {run_dir / LAST}",
              f"samples    : {samples}"]
@@ -162,17 +181,20 @@ def print_summary(run_dir: Path, trainer, model, callbacks, results) -> None:
     print("\n".join(lines))
 
 
-TASKS = {"train": train}
+def train_features(cfg: DictConfig) -> None:
+    from difgan.metrics import run_task_train_features
+
+    return run_task_train_features(cfg)
+
+
+# The one table of ``task=...`` values (validated against it before any work).
+TASKS = {"train": train, "train_features": train_features}
 
 
 def run(cfg: DictConfig):
     hc = HydraConfig.get()
-    validate_run_config(cfg, multirun=hc.mode == RunMode.MULTIRUN,
+    validate_run_config(cfg, TASKS, multirun=hc.mode == RunMode.MULTIRUN,
                         launcher=str(hc.launcher.get("_target_", "")) if hc.get("launcher") else None)
-    if cfg.task == "train_features":
-        from difgan.metrics import run_task_train_features
-
-        return run_task_train_features(cfg)
     return TASKS[cfg.task](cfg)
 
 

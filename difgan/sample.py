@@ -7,20 +7,44 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from difgan.callbacks.samples import grid_labels, save_grid
 from difgan.checkpoint import load_generative_module, resolve_checkpoint
 from difgan.confdir import CONF_DIR
+from difgan.devices import pick_device
 from difgan.errors import ConfigError, run_reporting_errors
 
-MODEL_OPTIONS = ("sampler", "sampling_steps", "eta", "guidance_scale")
+# Top-level shorthands for the most used sampling options (sampler=ddim is sample_options.sampler=ddim).
+SHORTHANDS = ("sampler", "sampling_steps", "eta", "guidance_scale")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def check_keys(cfg: DictConfig) -> None:
+    """``+spacing=trailing`` adds a key nobody reads: refuse every key sample.yaml does not have, pointing
+    model options to ``sample_options``."""
+    known = set(OmegaConf.load(CONF_DIR / "sample.yaml")) - {"defaults"} | {"paths"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(key, f"not a key of difgan.sample; model sampling options go in sample_options: "
+                          f"+sample_options.{key}={cfg.get(key)}")
+
+
+def sampling_options(cfg: DictConfig, module) -> dict:
+    """The options for ``module.sample``: ``sample_options`` plus the non-null shorthands, checked against
+    the model's ``sample_option_names`` (an unknown name is one line listing the valid ones)."""
+    given = OmegaConf.to_container(cfg.sample_options, resolve=True) if cfg.get("sample_options") else {}
+    for key in SHORTHANDS:
+        if cfg.get(key) is not None:
+            if key in given and given[key] != cfg.get(key):
+                raise ConfigError(f"sample_options.{key}", f"given twice ({given[key]!r} and {key}="
+                                  f"{cfg.get(key)!r}); give it once")
+            given[key] = cfg.get(key)
+    try:
+        module.check_sample_options(given)
+    except ValueError as e:
+        raise ConfigError("sample_options", str(e)) from None
+    return given
 
 
 def sample_in_batches(module, n: int, labels, batch_size: int, generator: torch.Generator, **options):
@@ -35,6 +59,7 @@ def sample_in_batches(module, n: int, labels, batch_size: int, generator: torch.
 
 
 def sample(cfg: DictConfig) -> Path:
+    check_keys(cfg)
     if cfg.n < 1:
         raise ConfigError("n", f"must be positive, got {cfg.n}")
     ckpt = resolve_checkpoint(cfg.ckpt_path)
@@ -50,11 +75,12 @@ def sample(cfg: DictConfig) -> Path:
         labels = labels.to(device)
     elif cfg.labels is not None:
         raise ConfigError("labels", "this model is unconditional")
-    options = {k: cfg[k] for k in MODEL_OPTIONS if cfg.get(k) is not None}
+    options = sampling_options(cfg, module)
     generator = torch.Generator().manual_seed(cfg.seed)
     images = sample_in_batches(module, cfg.n, labels, cfg.batch_size, generator, use_ema=cfg.use_ema,
                                **options)
-    default_out = ckpt.parent.parent / "samples" / f"sample_{time.strftime('%Y%m%d-%H%M%S')}.png"
+    stamp = time.strftime('%Y%m%d-%H%M%S') + f"_{time.time_ns() // 1000 % 1_000_000:06d}"
+    default_out = ckpt.parent.parent / "samples" / f"sample_{stamp}.png"
     out = Path(cfg.out) if cfg.out else default_out
     save_grid(images, out)
     print(f"{cfg.n} samples from {ckpt} ({'EMA' if cfg.use_ema and module.ema is not None else 'raw'} weights"

@@ -10,16 +10,19 @@ from difgan.errors import ConfigError
 def require(key: str, value: Any, ok: bool, expected: str | None = None) -> None:
     """Raise ``ConfigError(key, ...)`` unless ``ok``; the message shows the value (and what was expected)."""
     if not ok:
-        raise ConfigError(key, f"impossible value {value!r}" + (f" ({expected})" if expected else ""))
+        raise ConfigError(key, f"impossible value, got {value!r}" + (f" ({expected})" if expected else ""))
 
 
-def check_int(key: str, value: Any, minimum: int | None = 1, allow_none: bool = False) -> None:
-    """An integer (bools are not) of at least ``minimum``; ``None`` only when ``allow_none``."""
+def check_int(key: str, value: Any, minimum: int | None = 1, allow_none: bool = False,
+              alternatives: str | None = None) -> None:
+    """An integer (bools are not) of at least ``minimum``; ``None`` only when ``allow_none``.
+    ``alternatives`` names other accepted values in the message (e.g. "'square' or null")."""
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
         kind = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
             minimum, f"an integer >= {minimum}")
+        kind += f" or {alternatives}" if alternatives else ""
         raise ConfigError(key, f"must be {kind}, got {value!r}")
 
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from difgan.data.images import prepare_images, to_uint8_chw
 from difgan.data.sources import SOURCES, SourceData
 from difgan.errors import ConfigError
+from difgan.validation import check_int
 
 
 class InMemoryImages(Dataset):
@@ -100,18 +101,18 @@ class ImageDataModule(L.LightningDataModule):
             if key not in allowed:
                 raise ConfigError(f"data.{key}", f"not an option of source {source!r}; its options: "
                                   f"{', '.join(sorted(allowed)) or 'none'}")
-        _check_int("data.resolution", resolution, minimum=1)
-        _check_int("data.batch_size", batch_size, minimum=1)
-        _check_int("data.num_workers", num_workers, minimum=0)
+        check_int("data.resolution", resolution, minimum=1)
+        check_int("data.batch_size", batch_size, minimum=1)
+        check_int("data.num_workers", num_workers, minimum=0)
         if limit is not None:
-            _check_int("data.limit", limit, minimum=1)
+            check_int("data.limit", limit, minimum=1)
         if channels not in (1, 3) or isinstance(channels, bool):
             raise ConfigError("data.channels", f"must be 1 (grayscale) or 3 (RGB), got {channels!r}")
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) \
                 or not 0 <= val_fraction < 1:
             raise ConfigError("data.val_fraction", f"must be a number in [0, 1), got {val_fraction!r}")
         if center_crop is not None and center_crop != "square":
-            _check_int("data.center_crop", center_crop, minimum=1, extra="or 'square' or null")
+            check_int("data.center_crop", center_crop, minimum=1, alternatives="'square' or null")
         if classes is not None and (isinstance(classes, str) or not hasattr(classes, "__iter__")):
             raise ConfigError("data.classes", f"must be a list of class names, e.g. [cat, frog], "
                               f"got {classes!r}")
@@ -239,12 +240,6 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         return to_signed_float(images), labels
-
-
-def _check_int(key: str, value, minimum: int, extra: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(key, f"must be {what}{' ' + extra if extra else ''}, got {value!r}")
 
 
 def to_signed_float(images: Tensor) -> Tensor:

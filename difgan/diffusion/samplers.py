@@ -8,7 +8,8 @@ timestep the step goes to; -1 for x_0), ``step`` (0-based index of the sampling 
 That is where later methods (discriminator guidance, Kim et al. 2023) change the score without touching
 the samplers; a hook that needs gradients wraps itself in ``torch.enable_grad()``. The metric protocol
 records hooks by ``hook_name``: a ``name`` attribute, else the function's name (lambdas have none).
-The samplers do not turn gradients off themselves (callers that only sample use ``torch.no_grad()``; fine-tuning methods may backpropagate through a chain).
+The samplers do not turn gradients off themselves (callers that only sample use ``torch.no_grad()``;
+fine-tuning methods may backpropagate through a chain).
 
 Randomness: every draw (per-step noise) uses ``generator`` when given (on the generator's device, then
 moved to x_T's, so a CPU generator can seed a GPU run). A step draws noise only when it adds noise (DDPM:

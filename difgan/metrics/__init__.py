@@ -1,6 +1,6 @@
 """Metrics: FID, KID, IS and precision/recall in the Inception and in-domain feature spaces.
 
-See README "Metrics". Integration points for ``difgan.run``: ``callbacks_from_config``, ``final_evaluation``,
+See docs/metrics.md. Integration points for ``difgan.run``: ``callbacks_from_config``, ``final_evaluation``,
 ``run_task_train_features``.
 """
 

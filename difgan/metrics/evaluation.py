@@ -26,6 +26,7 @@ from difgan.metrics.config import NEEDS_REAL, MetricsError, MetricsSettings
 from difgan.metrics.distributed import gather_chunks, my_chunks, world
 from difgan.metrics.features import FeatureSpace, extract, load_feature_space
 from difgan.metrics.formulas import fid_against_features, inception_score, kid, precision_recall
+from difgan.metrics.realdata import CANONICAL
 from difgan.metrics.reference import Reference, reference_statistics
 
 
@@ -213,7 +214,7 @@ class Evaluator:
             "n_real": any_ref.n if any_ref is not None else 0,
             "reference": {"dataset": self.dm.name, "source": self.dm.source, "split": s.reference_split,
                           "resolution": self.dm.resolution, "channels": self.dm.channels,
-                          "data_seed": 0, "val_fraction": 0.1,
+                          "data_seed": CANONICAL["seed"], "val_fraction": CANONICAL["val_fraction"],
                           "cache": {k: r.info.get("cache_file") for k, r in self.references.items()}},
             "weights": "ema" if use_ema and has_ema else "raw",
             "model": type(module).__name__,

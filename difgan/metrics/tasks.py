@@ -9,12 +9,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from difgan.data.datamodule import ImageDataModule
-from difgan.errors import ConfigError
 from difgan.metrics.callback import MetricsCallback
 from difgan.metrics.config import MetricsError, resolve_spaces, settings_from_config, validate_metric_names
 from difgan.metrics.distributed import world
 from difgan.metrics.evaluation import Evaluator, format_table, write_metrics_json
 from difgan.metrics.features import resolve_inception_weights
+from difgan.validation import check_int, require
 
 
 def _section(metrics_cfg, name: str) -> dict:
@@ -28,14 +28,6 @@ def _enabled(metrics_cfg) -> bool:
     return bool(metrics_cfg) and bool(metrics_cfg.get("enabled", True))
 
 
-def _positive(section: dict, key: str, where: str, allow_none: bool = False) -> None:
-    v = section.get(key)
-    if v is None and allow_none:
-        return
-    if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
-        raise ConfigError(f"metrics.{where}.{key}", f"must be a positive number, got {v!r}")
-
-
 def validate_metrics_config(metrics_cfg, datamodule: ImageDataModule | None = None) -> None:
     """Check every metrics setting before any work (names, sizes, spaces, Inception weights present)."""
     if not _enabled(metrics_cfg):
@@ -47,12 +39,13 @@ def validate_metrics_config(metrics_cfg, datamodule: ImageDataModule | None = No
         if not sec.get("enabled", True):
             continue
         validate_metric_names(sec.get("metrics", []), f"metrics.{where}.metrics")
-        _positive(sec, "n", where)
+        check_int(f"metrics.{where}.n", sec.get("n"), minimum=2)
         if where == "during_training":
-            _positive(sec, "every_n_epochs", where, allow_none=True)
-            _positive(sec, "every_n_kimg", where, allow_none=True)
-        if sec.get("n", 2) < 2:
-            raise ConfigError(f"metrics.{where}.n", "must be at least 2")
+            check_int(f"metrics.{where}.every_n_epochs", sec.get("every_n_epochs"), allow_none=True)
+            kimg = sec.get("every_n_kimg")
+            require(f"metrics.{where}.every_n_kimg", kimg, kimg is None or (
+                isinstance(kimg, int | float) and not isinstance(kimg, bool) and kimg > 0),
+                "a positive number")
         source = datamodule.source if datamodule is not None else "mnist"
         spaces |= set(resolve_spaces(sec.get("feature_space") or settings.feature_space, source,
                                      f"metrics.{where}.feature_space"))

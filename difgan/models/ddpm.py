@@ -20,6 +20,7 @@ noise, 0..1), ``guidance_scale`` (classifier-free, conditional models), ``sigma`
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any
@@ -48,15 +49,11 @@ from difgan.models.base import GenerativeModule
 from difgan.nets.unet import UNet, level_resolutions, resolve_attention
 from difgan.validation import check_int, require
 
-UNET_DEFAULTS: dict[str, Any] = {
-    "channels": 128,
-    "channel_mult": (1, 2, 2, 2),
-    "num_res_blocks": 2,
-    "attention_resolutions": (16,),
-    "dropout": 0.1,
-    "attention_heads": 1,
-    "mid_attention": True,
-}
+# The ``model.unet`` keys and their defaults: UNet's own keyword defaults (the one place they are written).
+UNET_KEYS = ("channels", "channel_mult", "num_res_blocks", "attention_resolutions", "dropout",
+             "attention_heads", "mid_attention")
+UNET_DEFAULTS: dict[str, Any] = {k: inspect.signature(UNet).parameters[k].default for k in UNET_KEYS}
+# Sampling defaults (``model.sampling.<key>: null`` in the yaml files means this value).
 SAMPLING_DEFAULTS: dict[str, Any] = {
     "sampler": "ddim",
     "sampling_steps": 50,
@@ -119,7 +116,8 @@ class DDPM(GenerativeModule):
                 stacklevel=2,
             )
 
-        self.unet_options = {**UNET_DEFAULTS, **(dict(unet) if unet else {})}
+        self.unet_options = {**UNET_DEFAULTS,
+                             **{k: v for k, v in (dict(unet) if unet else {}).items() if v is not None}}
         unknown = set(self.unet_options) - set(UNET_DEFAULTS)
         if unknown:
             raise ConfigError(
@@ -133,7 +131,8 @@ class DDPM(GenerativeModule):
         self.lr, self.adam_betas, self.weight_decay = float(lr), tuple(betas), float(weight_decay)
         self.warmup_kimg, self.grad_clip = float(warmup_kimg), (float(grad_clip) if grad_clip else None)
         self.cond_drop_prob = float(cond_drop_prob)
-        defaults = {**SAMPLING_DEFAULTS, **(dict(sampling) if sampling else {})}
+        given = {k: v for k, v in (dict(sampling) if sampling else {}).items() if v is not None}
+        defaults = {**SAMPLING_DEFAULTS, **given}
         if isinstance(defaults["sampling_steps"], int) and defaults["sampling_steps"] > timesteps:
             defaults["sampling_steps"] = timesteps  # the default step count is capped at T
         self.sampling_defaults = self._check_sampling(defaults, prefix="model.sampling.", error=ConfigError)

@@ -36,7 +36,7 @@ from difgan.errors import ConfigError
 from difgan.losses import LOSSES, annealed, discriminator_bce, instance_noise
 from difgan.models.base import GenerativeModule
 from difgan.nets.dcgan import DCGANDiscriminator, DCGANGenerator, base_grid
-from difgan.validation import require
+from difgan.validation import check_int, require
 
 OPTIM_KEYS = ("lr", "betas", "eps", "weight_decay")
 
@@ -70,7 +70,7 @@ class GANModule(GenerativeModule, abc.ABC):
                  instance_noise: float = 0.0, instance_noise_kimg: float = 0.0):
         super().__init__(image_shape, num_classes, ema)
         self.automatic_optimization = False
-        require("model.latent_dim", latent_dim, latent_dim >= 1)
+        check_int("model.latent_dim", latent_dim)
         require("model.lr", lr, lr > 0)
         require("model.d_steps", d_steps, d_steps >= 1)
         require("model.label_smoothing", label_smoothing, 0 <= label_smoothing < 0.5)
@@ -277,7 +277,7 @@ class DCGAN(GANModule):
             base_grid(resolution)
         except ValueError as e:
             raise ConfigError("data.resolution", str(e)) from None
-        require("model.base_channels", base_channels, base_channels >= 1)
+        check_int("model.base_channels", base_channels)
         return (DCGANGenerator(self.latent_dim, channels, resolution, base_channels, self.num_classes,
                                label_dim),
                 DCGANDiscriminator(channels, resolution, base_channels, self.num_classes))

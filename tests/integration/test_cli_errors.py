@@ -78,3 +78,24 @@ def test_real_cli_prints_one_line_and_no_traceback(real_cli):
     line = one_line_error(finish(proc))
     assert line == "error: config error: data.batch_size: must be a positive integer, got -4"
     assert not list((tmp / "runs").rglob("*.ckpt"))
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(base, tmp_path, monkeypatch):
+    """Hydra names the default run folder with ``${now:...}``: freeze the clock's second (a shell loop
+    starting runs back to back) and the two runs must still not share a folder."""
+    import datetime as dt
+
+    import hydra.core.utils
+
+    ticks = iter(range(1, 1000))
+
+    class SameSecond(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 1, 2, 3, 4, 5, next(ticks))
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", SameSecond)
+    for _ in range(2):
+        one_line_error(hydra_main(*base, "seed=null"))  # Hydra made the folder; the run stopped at once
+    folders = sorted(p.name for p in (tmp_path / "runs" / "dcgan_mnist").iterdir())
+    assert len(folders) == 2 and all(f.startswith("2026-01-02_03-04-05_") for f in folders), folders

@@ -86,3 +86,25 @@ def test_ddp_reshuffles_the_data_every_epoch(ddp_run):
         sums = rank["batch_sums"]
         assert len(sums) == BATCHES
         assert sums[:EPOCH] != sums[EPOCH:]
+
+
+@pytest.mark.slow
+def test_ddp_spawn_trains_two_cpu_processes_to_identical_weights(tmp_path, mnist_root):
+    """``trainer=ddp_spawn`` (the strategy local sweeps use): Lightning starts the two ranks itself, in
+    processes of its own (gloo on CPU), without relaunching the command; rank 0's final state comes back."""
+    run_dir = tmp_path / "run"
+    result = cli(*tiny(run_dir, mnist_root.data_dir, f"trainer.max_steps={2 * EPOCH}",
+                       batch_size=PER_RANK_BATCH),
+                 "trainer=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu",
+                 *probe("state", "RankState", out_dir=tmp_path / "ranks"), cwd=tmp_path, timeout=400)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    images = EPOCH * PER_RANK_BATCH * 2
+    assert f"done: {images} images seen, {EPOCH} batches, global_step {2 * EPOCH}" in result.stdout
+    ranks = [load(tmp_path / "ranks" / f"rank{r}.pt") for r in (0, 1)]
+    assert [s["world_size"] for s in ranks] == [2, 2] and ranks[0]["batch_sums"] != ranks[1]["batch_sums"]
+    for name in ranks[0]["parameters"]:
+        assert torch.equal(ranks[0]["state_dict"][name], ranks[1]["state_dict"][name]), name
+    ckpt = load(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["difgan"]["images_seen"] == images
+    for name in ranks[0]["parameters"]:
+        assert torch.equal(ckpt["state_dict"][name], ranks[0]["state_dict"][name]), name

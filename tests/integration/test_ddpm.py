@@ -1,12 +1,7 @@
 """DDPM end to end: a tiny model learns the offline MNIST digits; every fixture dataset trains for two steps;
-the command line trains, samples a grid, and samples class-conditionally with guidance."""
+the command line (in this process) trains, samples a guided grid with any model option, and resumes."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -14,6 +9,7 @@ import torch
 
 from difgan.build import build_datamodule, build_model
 from difgan.models.ddpm import DDPM
+from tests.integration.runner import REPO, entry, load, one_line_error
 
 TINY = ["model.unet.channels=16", "model.unet.channel_mult=[1,2]", "model.warmup_kimg=0"]
 DATASETS = ["mnist", "fashion_mnist", "cifar10", "stl10", "celeba", "image_folder"]
@@ -129,29 +125,12 @@ def test_ddpm_trains_two_steps_on_each_fixture_dataset(compose_run, dataset_root
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "HYDRA_FULL_ERROR": "0",
-        "DIFGAN_ROOT": str(cwd),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-
-
+# Hydra's real entry points (``python -m difgan.run`` / ``difgan.sample``), run in this process.
 FAST_RUN = [
     "logger=csv",
     "metrics=none",
     "trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
     "callbacks.samples.n=4",
     "model.sampling.sampling_steps=3",
@@ -159,51 +138,74 @@ FAST_RUN = [
 ]
 
 
-@pytest.mark.slow
 def test_cli_trains_the_quickstart_model(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(
-        "difgan.run",
-        "model=ddpm",
-        "data=mnist_offline",
-        "trainer.max_steps=2",
-        *FAST_RUN,
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = entry("difgan.run", "model=ddpm", "data=mnist_offline", "trainer.max_steps=2", *FAST_RUN,
+                   f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "samples" / "final.png").is_file()
     assert "train/loss" in (run_dir / "logs" / "metrics.csv").read_text().splitlines()[0]
-    assert "done: 128 images seen, 2 batches, global_step 2" in proc.stdout
+    assert "done: 128 images seen, 2 batches, global_step 2" in result.stdout
+
+
+def test_cli_conditional_run_samples_a_guided_grid_with_any_model_option(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    result = entry("difgan.run", "model=ddpm_seed000", "data=mnist", f"paths.data_dir={mnist_root.data_dir}",
+                   "data.batch_size=8", "trainer.max_steps=2", "model.timesteps=100", *FAST_RUN,
+                   f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def sample(*args: str):
+        return entry("difgan.sample", f"ckpt_path={run_dir}", "n=4", "sampling_steps=5",
+                     f"paths.runs_dir={tmp_path / 'runs'}", *args)
+
+    out = tmp_path / "grid.png"
+    result = sample("sampler=ddim", "guidance_scale=5", "+sample_options.spacing=trailing",
+                    "+sample_options.clip_x0=false", f"out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.is_file()
+    shown = "spacing=trailing, clip_x0=False, sampler=ddim, sampling_steps=5, guidance_scale=5"
+    assert shown in result.stdout
+    # the log goes to the command's own folder, never the current one
+    (log,) = (tmp_path / "runs" / "sample").glob("*/sample.log")
+    assert not list(REPO.glob("sample.log")) and not list(tmp_path.glob("*.log"))
+    # an unknown option, or a bad value, is one line naming it (and listing the valid ones)
+    line = one_line_error(sample("+sample_options.spacin=trailing"))
+    assert "'spacin'" in line
+    assert "valid: sampler, sampling_steps, eta, guidance_scale, sigma, spacing" in line
+    assert "spacing" in one_line_error(sample("+sample_options.spacing=bogus"))
+    assert "given twice" in one_line_error(sample("+sample_options.sampling_steps=7"))
+    line = one_line_error(sample("+spacing=bogus"))  # a top-level key nobody reads is not ignored
+    assert line == ("error: config error: spacing: not a key of difgan.sample; model sampling options go in "
+                    "sample_options: +sample_options.spacing=bogus"), line
 
 
 @pytest.mark.slow
-def test_cli_conditional_run_samples_a_guided_grid(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = run_cli(
-        "difgan.run",
-        "model=ddpm_seed000",
-        "data=mnist_offline",
-        "trainer.max_steps=2",
-        "model.timesteps=100",
-        *FAST_RUN,
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "grid.png"
-    proc = run_cli(
-        "difgan.sample",
-        f"ckpt_path={run_dir}",
-        "n=16",
-        "sampler=ddim",
-        "sampling_steps=50",
-        "guidance_scale=5",
-        f"out={out}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert out.is_file() and "sampling_steps=50, guidance_scale=5" in proc.stdout
+def test_resumed_ddpm_ends_bit_for_bit_where_an_uninterrupted_run_does(tmp_path, mnist_root):
+    """UNet, EMA, Adam state, the warmup schedule (it follows images_seen) and the RNG carry over; resumed at
+    an epoch boundary (mnist_root: 4 batches of 8 an epoch)."""
+    def train(name: str, *more: str) -> dict:
+        result = entry("difgan.run", "model=ddpm", "model.unet.channel_mult=[1]", "model.warmup_kimg=0.05",
+                       "data=mnist", f"paths.data_dir={mnist_root.data_dir}", "data.batch_size=8", *FAST_RUN,
+                       f"hydra.run.dir={tmp_path / name}", *more)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return load(tmp_path / name / "checkpoints" / "last.ckpt")
+
+    straight = train("straight", "trainer.max_epochs=2")
+    first = train("first", "trainer.max_epochs=1")
+    resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first'}")
+    assert first["difgan"]["batches_seen"] == 4 and resumed["difgan"]["batches_seen"] == 8
+    assert resumed["difgan"]["images_seen"] == straight["difgan"]["images_seen"] == 64
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    assert any(k.startswith("ema.averaged.") for k in straight["state_dict"])
+    a, b = straight["optimizer_states"][0], resumed["optimizer_states"][0]
+    assert a["param_groups"][0]["lr"] == b["param_groups"][0]["lr"]
+    for i, state in a["state"].items():
+        for k, v in state.items():
+            assert torch.equal(torch.as_tensor(b["state"][i][k]), torch.as_tensor(v)), (i, k)
+    key = "unet.conv_in.weight"
+    assert not torch.equal(first["state_dict"][key], straight["state_dict"][key])  # epoch 2 changed it
 
 
 def test_warmup_follows_images_seen_and_clipping_bounds_the_gradient():

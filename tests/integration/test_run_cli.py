@@ -1,4 +1,5 @@
-"""The real command line: one short run, what it leaves on disk, and sampling from its checkpoint."""
+"""The real command line: the suite's one fresh-interpreter smoke run (a short run and what it leaves on
+disk), then sampling from its checkpoint."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.integration.runner import entry
 
 
 def run_cli(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -40,7 +43,9 @@ def test_short_run_leaves_a_complete_run_folder_and_samples(tmp_path):
     assert ckpt["difgan"]["images_seen"] == 48 and ckpt["difgan"]["num_classes"] == 10
     assert any(k.startswith("ema.averaged.") for k in ckpt["state_dict"])
 
+    # sampling from it: in this process (one fresh interpreter is enough for the smoke run)
     out = tmp_path / "threes.png"
-    proc = run_cli("difgan.sample", f"ckpt_path={run_dir}", "n=9", "labels=[3]", f"out={out}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert out.is_file() and "EMA weights" in proc.stdout
+    result = entry("difgan.sample", f"ckpt_path={run_dir}", "n=9", "labels=[3]", f"out={out}",
+                   f"paths.runs_dir={tmp_path / 'runs'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.is_file() and "EMA weights" in result.stdout

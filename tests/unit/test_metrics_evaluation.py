@@ -219,10 +219,12 @@ def test_interpolation_strips_in_z_and_w(bank, tmp_path):
     assert save_strips(images, tmp_path / "z.png").stat().st_size > 100
 
     class WModule(ReplayModule):  # a StyleGAN-like model: a mapping network to w
-        def map_latent(self, z, labels=None):
+        latent_spaces = ("z", "w")
+
+        def map_latent(self, z, labels=None, *, use_ema=True):
             return z * 2
 
-        def sample_from_w(self, w, labels=None, **options):
+        def sample_from_w(self, w, labels=None, *, use_ema=True, **options):
             return self.sample(w.shape[0], labels, noise=w / 2)
 
     images, info = interpolate(WModule(*bank), rows=1, steps=4, space="auto", max_distance=0.5)

@@ -133,9 +133,9 @@ def test_local_parallel_sweeps_refuse_ddp(compose_run):
 
     cfg = compose_run(["trainer=ddp_spawn"])
     with pytest.raises(ConfigError, match="joblib"):
-        validate_run_config(cfg, multirun=True,
+        validate_run_config(cfg, ("train",), multirun=True,
                             launcher="hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
-    validate_run_config(cfg, multirun=True,
+    validate_run_config(cfg, ("train",), multirun=True,
                         launcher="hydra._internal.core_plugins.basic_launcher.BasicLauncher")
 
 

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 
 from difgan.errors import ConfigError
 from difgan.models.ddpm import DDPM
-from difgan.nets.embeddings import ClassEmbedding, TimestepEmbedding, sinusoidal_embedding
+from difgan.nets.embeddings import (
+    ClassEmbedding,
+    SinusoidalEmbedding,
+    TimestepEmbedding,
+    sinusoidal_embedding,
+)
 from difgan.nets.unet import AttentionBlock, UNet, norm_groups
 
 
@@ -123,11 +128,15 @@ def test_sinusoidal_embedding_values():
     freqs = torch.exp(-math.log(10000.0) * torch.arange(8) / 7)
     assert torch.allclose(emb[2], torch.cat([torch.sin(10 * freqs), torch.cos(10 * freqs)]), atol=1e-5)
     assert sinusoidal_embedding(t, 15).shape == (4, 15)
-    assert torch.allclose(
-        sinusoidal_embedding(torch.tensor([0.5]), 4),
-        sinusoidal_embedding(torch.tensor([1.0]), 4, max_period=10000.0) * 0
-        + sinusoidal_embedding(torch.tensor([0.5]), 4),
-    )  # fractional t is fine
+    # fractional t (continuous-time models, SinusoidalEmbedding's scale): the same formula, not rounded
+    half = sinusoidal_embedding(torch.tensor([0.5, 2.25]), 4)
+    args = torch.tensor([[0.5], [2.25]]) * torch.tensor([1.0, 1e-4])  # f_i = 10000^(-i / (h - 1)), h = 2
+    expected = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    assert torch.allclose(half, expected, atol=1e-6)
+    assert not torch.allclose(half[0], sinusoidal_embedding(torch.tensor([0]), 4)[0], atol=1e-3)
+    assert not torch.allclose(half[0], sinusoidal_embedding(torch.tensor([1]), 4)[0], atol=1e-3)
+    scaled = SinusoidalEmbedding(4, scale=1000.0)(torch.tensor([0.0005]))
+    assert torch.allclose(scaled, half[:1], atol=1e-5)
     emb_mlp = TimestepEmbedding(16)
     assert emb_mlp(t).shape == (4, 64)
 
