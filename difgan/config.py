@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from difgan.errors import ConfigError
 
-TASKS = ("train", "train_features")
+TASKS = ("train", "train_features", "train_discriminator")
 
 
 def _positive_int(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:

@@ -142,7 +142,13 @@ def print_summary(run_dir: Path, trainer, model, callbacks, results) -> None:
     print("\n".join(lines))
 
 
-TASKS = {"train": train}
+def train_discriminator(cfg: DictConfig):
+    from difgan.discriminator_task import train_discriminator as task
+
+    return task(cfg)
+
+
+TASKS = {"train": train, "train_discriminator": train_discriminator}
 
 
 def run(cfg: DictConfig):

@@ -13,6 +13,7 @@ from difgan.callbacks.samples import grid_labels, save_grid
 from difgan.checkpoint import load_generative_module, resolve_checkpoint
 from difgan.confdir import CONF_DIR
 from difgan.errors import ConfigError, run_reporting_errors
+from difgan.guidance import guidance_from_config
 
 MODEL_OPTIONS = ("sampler", "sampling_steps", "eta", "guidance_scale")
 
@@ -51,6 +52,9 @@ def sample(cfg: DictConfig) -> Path:
     elif cfg.labels is not None:
         raise ConfigError("labels", "this model is unconditional")
     options = {k: cfg[k] for k in MODEL_OPTIONS if cfg.get(k) is not None}
+    hooks = guidance_from_config(cfg.get("guidance"), module, device)
+    if hooks:
+        options["guidance"] = hooks
     generator = torch.Generator().manual_seed(cfg.seed)
     images = sample_in_batches(module, cfg.n, labels, cfg.batch_size, generator, use_ema=cfg.use_ema,
                                **options)
