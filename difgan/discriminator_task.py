@@ -124,7 +124,8 @@ def train_discriminator(cfg: DictConfig) -> list[dict] | None:
         stored = np.load(fakes_file)
         fakes, fake_labels = torch.from_numpy(stored["images"]), torch.from_numpy(stored["labels"])
     else:
-        options = OmegaConf.to_container(d.sample_options, resolve=True) if d.get("sample_options") else {}
+        options = {k: v for k, v in (OmegaConf.to_container(d.sample_options, resolve=True) if
+                                     d.get("sample_options") else {}).items() if v is not None}
         print(f"drawing {d.n_fake} samples from {d.diffusion_ckpt} ({options or 'default sampler'})")
         fakes, fake_labels = generate_fakes(diffusion, int(d.n_fake), int(d.batch_size), int(cfg.seed), options)
         run_dir.mkdir(parents=True, exist_ok=True)
