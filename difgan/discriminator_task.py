@@ -52,7 +52,8 @@ def load_image_array(path: str | Path) -> torch.Tensor:
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
-        raise ConfigError("discriminator.samples", f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
+        raise ConfigError("discriminator.samples",
+                          f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.permute(0, 3, 1, 2)
     if x.dtype != torch.uint8:
@@ -70,7 +71,8 @@ def real_images(datamodule, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def generate_fakes(module, n: int, batch_size: int, seed: int, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_fakes(module, n: int, batch_size: int, seed: int, options: dict, use_ema: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     from difgan.data.datamodule import to_uint8
 
     g = torch.Generator().manual_seed(seed)
@@ -79,13 +81,14 @@ def generate_fakes(module, n: int, batch_size: int, seed: int, options: dict) ->
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
         lab = labels[s:e].to(module.device) if module.is_conditional else None
-        chunks.append(to_uint8(module.sample(e - s, lab, generator=g, **options)).cpu())
+        chunks.append(to_uint8(module.sample(e - s, lab, generator=g, use_ema=use_ema, **options)).cpu())
     return torch.cat(chunks), labels
 
 
 def _check(d: DictConfig) -> None:
     if not d.get("diffusion_ckpt"):
-        raise ConfigError("discriminator.diffusion_ckpt", "give the diffusion model's run folder or checkpoint")
+        raise ConfigError("discriminator.diffusion_ckpt",
+                          "give the diffusion model's run folder or checkpoint")
     for key in ("n_fake", "batch_size", "epochs"):
         check_int(f"discriminator.{key}", d.get(key))
     require("discriminator.heldout", d.heldout, 0 < d.heldout < 1, "a fraction in (0, 1)")
@@ -127,7 +130,9 @@ def train_discriminator(cfg: DictConfig) -> list[dict] | None:
         options = {k: v for k, v in (OmegaConf.to_container(d.sample_options, resolve=True) if
                                      d.get("sample_options") else {}).items() if v is not None}
         print(f"drawing {d.n_fake} samples from {d.diffusion_ckpt} ({options or 'default sampler'})")
-        fakes, fake_labels = generate_fakes(diffusion, int(d.n_fake), int(d.batch_size), int(cfg.seed), options)
+        fakes, fake_labels = generate_fakes(diffusion, int(d.n_fake), int(d.batch_size), int(cfg.seed),
+                                            options,
+                                            bool(d.get("use_ema", True)))
         run_dir.mkdir(parents=True, exist_ok=True)
         np.savez(fakes_file, images=fakes.numpy(), labels=fake_labels.numpy())
     if tuple(fakes.shape[1:]) != tuple(dm.image_shape):
@@ -162,13 +167,13 @@ def train_discriminator(cfg: DictConfig) -> list[dict] | None:
                      "num_classes": u.num_classes, **diffusion.unet_options,
                      "channel_mult": list(diffusion.unet_options["channel_mult"])}
         attn = unet_spec["attention_resolutions"]
-        unet_spec["attention_resolutions"] = list(attn) if attn is not None and not isinstance(attn, str | int) \
-            else attn
+        if attn is not None and not isinstance(attn, str | int):
+            unet_spec["attention_resolutions"] = list(attn)
     module = TimeDiscriminatorModule(
         dm.image_shape, diffusion.num_classes, schedule, d.backbone, d.base_channels, d.depth,
         d.head_channels, unet_spec, d.lr, tuple(d.betas), d.weight_decay, d.t_sampling, d.buckets, d.ece_bins)
-    if unet_spec is not None:  # the frozen encoder is the diffusion model's sampling network (EMA weights)
-        with diffusion.sampling_weights(use_ema=True) as net:
+    if unet_spec is not None:  # the frozen encoder is the diffusion model's sampling network
+        with diffusion.sampling_weights(use_ema=bool(d.get("use_ema", True))) as net:
             module.net.encoder.load_state_dict(net.state_dict())
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_path = resume_checkpoint(cfg, run_dir, module, module.run_config)

@@ -46,10 +46,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from difgan.build import build_datamodule
     from difgan.checkpoint import load_generative_module, resolve_checkpoint
     from difgan.guidance import guidance_from_config, guidance_settings
-    from difgan.models.discriminator import discriminator_report
     from difgan.metrics.config import settings_from_config, validate_metric_names
     from difgan.metrics.distributed import world
     from difgan.metrics.evaluation import Evaluator, format_table, write_metrics_json
+    from difgan.models.discriminator import discriminator_report
 
     try:
         ckpt = resolve_checkpoint(cfg.ckpt_path)

@@ -171,7 +171,8 @@ def discriminator_report(path) -> dict | None:
         return None
     spec = ckpt["difgan"]["spec"]
     return {"kind": KIND, "heldout": ckpt["difgan"].get("heldout"),
-            "protocol": {"checkpoint": str(path), "backbone": spec["backbone"], "t_sampling": spec["t_sampling"],
+            "protocol": {"checkpoint": str(path), "backbone": spec["backbone"],
+                         "t_sampling": spec["t_sampling"],
                          "timesteps": ckpt["difgan"]["spec"]["schedule"].get("timesteps"),
                          "diffusion_ckpt": ((ckpt["difgan"].get("config") or {}).get("discriminator") or {})
                          .get("diffusion_ckpt")}}

@@ -63,7 +63,8 @@ class DDPMFeedback(DDPM):
         fb = {**FEEDBACK_DEFAULTS, **(dict(feedback) if feedback else {})}
         unknown = sorted(set(fb) - set(FEEDBACK_DEFAULTS))
         if unknown:
-            raise ConfigError(f"model.feedback.{unknown[0]}", f"unknown key; valid: {', '.join(FEEDBACK_DEFAULTS)}")
+            raise ConfigError(f"model.feedback.{unknown[0]}",
+                              f"unknown key; valid: {', '.join(FEEDBACK_DEFAULTS)}")
         check_choice("model.feedback.method", fb["method"], METHODS)
         require("model.feedback.adv_weight", fb["adv_weight"], fb["adv_weight"] >= 0)
         require("model.feedback.mse_weight", fb["mse_weight"], fb["mse_weight"] >= 0)
@@ -110,8 +111,10 @@ class DDPMFeedback(DDPM):
 
     def configure_optimizers(self):
         betas = tuple(float(b) for b in self.feedback["betas"])
-        opt_g = torch.optim.Adam(self.unet.parameters(), lr=self.lr, betas=betas, weight_decay=self.weight_decay)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=float(self.feedback["d_lr"]), betas=betas)
+        opt_g = torch.optim.Adam(self.unet.parameters(), lr=self.lr, betas=betas,
+                                 weight_decay=self.weight_decay)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=float(self.feedback["d_lr"]),
+                                 betas=betas)
         return [opt_g, opt_d]
 
     # ----------------------------------------------------------------- what D judges
@@ -139,7 +142,8 @@ class DDPMFeedback(DDPM):
         x_T = torch.randn((n, *self.image_shape), device=self.device)
         return ddim_sample(eps_fn, self.schedule, x_T, steps=steps, eta=0.0, clip_x0=True)
 
-    def feedback_inputs(self, x0: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    def feedback_inputs(self, x0: Tensor, labels: Tensor | None
+                        ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         """(real, fake, t for D or None, MSE of the batch's noise prediction); the fakes carry gradients
         to the UNet when gradients are enabled."""
         t, noise, xt, eps = self.predict_noise(x0, labels)

@@ -11,13 +11,14 @@ import torch
 from difgan.models.discriminator import load_discriminator
 from tests.integration.runner import entry, load, one_line_error
 
-TINY_DDPM = ["model.timesteps=20", "model.beta_end=0.5", "model.unet.channels=8", "model.unet.channel_mult=[1,2]",
-             "model.warmup_kimg=0", "model.sampling.sampling_steps=3"]
+TINY_DDPM = ["model.timesteps=20", "model.beta_end=0.5", "model.unet.channels=8",
+             "model.unet.channel_mult=[1,2]", "model.warmup_kimg=0", "model.sampling.sampling_steps=3"]
 
 
 def common(run_dir, data_dir):
     return ["data=mnist", f"paths.data_dir={data_dir}", "data.batch_size=8", "metrics=none", "logger=csv",
-            "trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false", "callbacks.samples.n=4",
+            "trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
+            "callbacks.samples.n=4",
             f"paths.cache_dir={run_dir.parent / 'cache'}", f"hydra.run.dir={run_dir}"]
 
 
@@ -33,7 +34,8 @@ def ddpm_run(tmp_path_factory, mnist_root):
 def disc_args(ddpm_dir, run_dir, data_dir, *more):
     return ["task=train_discriminator", f"discriminator.diffusion_ckpt={ddpm_dir}", "discriminator.n_fake=16",
             "discriminator.batch_size=8", "discriminator.base_channels=8", "discriminator.depth=2",
-            "discriminator.sample_options.sampling_steps=2", "discriminator.heldout=0.25", "discriminator.buckets=2",
+            "discriminator.sample_options.sampling_steps=2", "discriminator.heldout=0.25",
+            "discriminator.buckets=2",
             *common(run_dir, data_dir), *more]
 
 
@@ -66,9 +68,11 @@ def test_train_discriminator_reports_per_bucket_and_resumes(ddpm_run, disc_run, 
     report = entry("difgan.evaluate", f"ckpt_path={run_dir}", f"out={tmp_path / 'd.json'}",
                    f"hydra.run.dir={tmp_path}")
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "bucket" in report.stdout and json.loads((tmp_path / "d.json").read_text())["kind"] == "discriminator"
+    assert "bucket" in report.stdout
+    assert json.loads((tmp_path / "d.json").read_text())["kind"] == "discriminator"
 
-    bad = entry("difgan.run", *disc_args(ddpm_dir, tmp_path / "x", data_dir, "discriminator.t_sampling=cosine"))
+    bad = entry("difgan.run", *disc_args(ddpm_dir, tmp_path / "x", data_dir,
+                                         "discriminator.t_sampling=cosine"))
     assert "discriminator.t_sampling" in one_line_error(bad)
 
 
@@ -93,7 +97,8 @@ def test_feedback_fine_tunes_from_the_ddpm_and_resumes(ddpm_run, method, tmp_pat
     ddpm_dir, data_dir = ddpm_run
     run_dir = tmp_path / method
     args = ["model=ddpm_feedback", *TINY_DDPM, "model.timesteps=20", f"model.pretrained={ddpm_dir}",
-            f"model.feedback.method={method}", "model.feedback.warmup_epochs=0", "model.feedback.chain_steps=3",
+            f"model.feedback.method={method}", "model.feedback.warmup_epochs=0",
+            "model.feedback.chain_steps=3",
             "model.feedback.backprop_steps=1", "model.feedback.base_channels=8", "model.feedback.depth=2",
             *common(run_dir, data_dir)]
     per_batch = 1 if method == "final_image" else 2  # optimizer steps: method 1 freezes D after the warm-up
