@@ -12,8 +12,8 @@ With a perfect discriminator and w = 1 the corrected eps is exactly the data's (
 
 - ``DiscriminatorGuidance``: the hook ``(x_t, t, eps, **context) -> eps`` for the DDPM and DDIM samplers,
   with a window of timesteps, a weight and an ensemble of discriminators whose logits or probabilities are
-  averaged (seed 002's extension). Gradients are taken with respect to x_t only (``torch.autograd.grad`` of the
-  logit with respect to x_t alone): no parameter gradients accumulate, no graph outlives a step.
+  averaged (seed 002's extension). Gradients are taken with respect to x_t only (``torch.autograd.grad``
+  of the logit with respect to x_t alone): no parameter gradients accumulate, no graph outlives a step.
 - ``timestep_probabilities``: which t a discriminator trains on: uniform, or Kim et al.'s importance
   sampling, p(t) proportional to beta_t / (1 - abar_t) (the likelihood weighting g^2 / sigma^2 of Song et
   al. 2021, discretised), which favours the small t where guidance acts on details.
