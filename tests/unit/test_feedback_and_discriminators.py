@@ -100,3 +100,26 @@ def test_feedback_config_errors_name_the_key():
             feedback(**fb)
         assert e.value.key == key
     assert set(feedback().networks()) == {"sampling_network", "discriminator"}
+
+
+def test_discriminator_module_round_trips_through_its_checkpoint(tmp_path):
+    from difgan.models.discriminator import TimeDiscriminatorModule, load_discriminator
+
+    spec = {"in_channels": 1, "resolution": 16, "num_classes": 0, **UNET, "channel_mult": [1, 2],
+            "attention_resolutions": []}
+    m = TimeDiscriminatorModule((1, 16, 16), 0, {"schedule": "linear", "timesteps": 20, "beta_end": 0.5},
+                                backbone="unet_encoder", unet=spec, head_channels=8, t_sampling="importance")
+    batch = (torch.rand(6, 1, 16, 16) * 2 - 1, torch.tensor([1, 1, 1, 0, 0, 0]), torch.full((6,), -1))
+    m.log_dict = lambda *a, **k: None  # no trainer attached
+    loss = m.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    m.validation_step(batch, 0)
+    m.on_validation_epoch_end()
+    assert m.heldout[0]["n"] == 6
+    ckpt = {"state_dict": m.state_dict()}
+    m.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "d.ckpt")
+    d = load_discriminator(tmp_path / "d.ckpt")
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 17])
+    torch.testing.assert_close(d(x, t), m.eval()(x, t))
+    assert d.heldout == m.heldout and not any(p.requires_grad for p in d.parameters())
