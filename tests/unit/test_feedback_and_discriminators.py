@@ -13,7 +13,8 @@ from difgan.models.feedback import METHODS, DDPMFeedback
 from difgan.nets.time_discriminator import TimeConvDiscriminator, UNetEncoderDiscriminator
 from difgan.nets.unet import UNet
 
-UNET = {"channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (), "dropout": 0.0}
+UNET = {"channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (),
+        "dropout": 0.0}
 
 
 def feedback(method="noise_time", **fb):
