@@ -8,6 +8,11 @@ with respect to x_t (per discriminator of an ensemble). The time per step is the
 rounds of ``--steps``-step DDIM runs; unguided and guided runs alternate within each round (the order flips
 every round) so background load hits both alike; ``ratio_paired_median`` is the median of the per-round
 ratios. Discriminators are fresh ``TimeConvDiscriminator``s (the cost does not depend on their weights).
+Wall-clock ratios on a loaded machine are noisy, so the FLOPs of one step are counted too
+(``torch.utils.flop_counter``: convolutions and matmuls): ``flops_ratio`` = (UNet forward + k x (D forward
++ backward to x_t)) / UNet forward, a load-independent estimate of the same ratio.
+
+    python -m benchmarks.guidance_cost --batch 16 --steps 5 --rounds 4 --threads 1
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import statistics
 import time
 
 import torch
+
+from torch.utils.flop_counter import FlopCounterMode
 
 from difgan.diffusion.discriminator_guidance import DiscriminatorGuidance
 from difgan.models.ddpm import DDPM
@@ -68,6 +75,15 @@ def main() -> None:
         order = [("unguided", None), *hooks.items()]
         for name, hook in (order if r % 2 == 0 else order[::-1]):
             times[name].append(run(hook))
+    t = torch.full((args.batch,), 500, device=device)
+    with FlopCounterMode(display=False) as fc:
+        with torch.no_grad():
+            model.unet(noise, t)
+    unet_flops = fc.get_total_flops()
+    x = noise.detach().clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as fc:  # what logit_gradient does: D forward, backward to x_t
+        discs[0](x, t).sum().backward()
+    d_flops = fc.get_total_flops()
     result = {
         "benchmark": "guidance_cost", "device": str(device), "batch": args.batch,
         "resolution": args.resolution, "unet_channels": args.channels, "d_channels": args.d_channels,
@@ -76,6 +92,8 @@ def main() -> None:
         "s_per_step_median": {k: statistics.median(v) for k, v in times.items()},
         "ratio_paired_median": {k: statistics.median(g / u for g, u in zip(times[k], times["unguided"]))
                                 for k in hooks},
+        "flops_per_step": {"unet_forward": unet_flops, "discriminator_forward_backward": d_flops},
+        "flops_ratio": {f"guided_{k}d": (unet_flops + k * d_flops) / unet_flops for k in args.ensemble},
         "params": {"unet": sum(p.numel() for p in model.unet.parameters()),
                    "discriminator": sum(p.numel() for p in discs[0].parameters())},
     }
