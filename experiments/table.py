@@ -12,7 +12,7 @@ import sys
 def main(pairs: list[str]) -> None:
     rows = []
     for pair in pairs:
-        label, path = pair.split("=", 1) if "=" in pair else (pair, pair)
+        label, path = pair.rsplit("=", 1) if "=" in pair else (pair, pair)
         m = json.load(open(path))
         metrics, proto = m["metrics"], m["protocol"]
         g = proto.get("guidance") or []
