@@ -92,16 +92,17 @@ def test_sample_with_a_discriminator_ensemble(ddpm_run, disc_run, tmp_path):
     assert "guidance.ensemble" in one_line_error(bad)
 
 
-@pytest.mark.parametrize("method", ["noise_time", "final_image"])
-def test_feedback_fine_tunes_from_the_ddpm_and_resumes(ddpm_run, method, tmp_path):
+def test_feedback_fine_tunes_from_the_ddpm_and_resumes(ddpm_run, tmp_path):
+    # the default method through the CLI (every method: tests/unit/test_feedback_and_discriminators.py)
     ddpm_dir, data_dir = ddpm_run
+    method = "noise_time"
     run_dir = tmp_path / method
     args = ["model=ddpm_feedback", *TINY_DDPM, "model.timesteps=20", f"model.pretrained={ddpm_dir}",
             f"model.feedback.method={method}", "model.feedback.warmup_epochs=0",
             "model.feedback.chain_steps=3",
             "model.feedback.backprop_steps=1", "model.feedback.base_channels=8", "model.feedback.depth=2",
             *common(run_dir, data_dir)]
-    per_batch = 1 if method == "final_image" else 2  # optimizer steps: method 1 freezes D after the warm-up
+    per_batch = 2  # optimizer steps per batch: D and DDPM
     first = entry("difgan.run", *args, f"trainer.max_steps={2 * per_batch}")  # 2 batches
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = load(run_dir / "checkpoints" / "last.ckpt")
