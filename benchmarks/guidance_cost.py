@@ -24,7 +24,6 @@ import statistics
 import time
 
 import torch
-
 from torch.utils.flop_counter import FlopCounterMode
 
 from difgan.diffusion.discriminator_guidance import DiscriminatorGuidance
