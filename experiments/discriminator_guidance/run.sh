@@ -20,7 +20,9 @@ $PY -m difgan.run task=train_discriminator $COMMON discriminator.t_sampling=unif
 EVAL="ckpt_path=$DDPM n=$N metrics=[fid,kid,is] feature_space=domain use_ema=$EMA
       +sample_options.sampler=ddim +sample_options.sampling_steps=$STEPS"
 $PY -m difgan.evaluate $EVAL out=$OUT/none.json
-for w in 1 2; do
+for w in 1 2 4; do
   $PY -m difgan.evaluate $EVAL guidance.discriminator=$OUT/d1 guidance.weight=$w out=$OUT/d1_w$w.json
 done
-$PY -m difgan.evaluate $EVAL "guidance.discriminator=[$OUT/d1,$OUT/d2]" guidance.weight=1 out=$OUT/ens_w1.json
+for w in 1 2; do
+  $PY -m difgan.evaluate $EVAL "guidance.discriminator=[$OUT/d1,$OUT/d2]" guidance.weight=$w out=$OUT/ens_w$w.json
+done
