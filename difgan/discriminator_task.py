@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from difgan.errors import ConfigError
-from difgan.validation import check_int, require
+from difgan.validation import check_choice, check_int, require
 
 SCHEDULE_KEYS = {"schedule": "schedule", "timesteps": "timesteps", "beta_start": "beta_start",
                  "beta_end": "beta_end", "cosine_s": "cosine_s"}
@@ -92,6 +92,11 @@ def _check(d: DictConfig) -> None:
     for key in ("n_fake", "batch_size", "epochs"):
         check_int(f"discriminator.{key}", d.get(key))
     require("discriminator.heldout", d.heldout, 0 < d.heldout < 1, "a fraction in (0, 1)")
+    from difgan.diffusion.discriminator_guidance import T_SAMPLING
+    from difgan.models.discriminator import BACKBONES
+
+    check_choice("discriminator.backbone", d.backbone, BACKBONES)  # before the (slow) fakes are drawn
+    check_choice("discriminator.t_sampling", d.t_sampling, T_SAMPLING)
 
 
 def train_discriminator(cfg: DictConfig) -> list[dict] | None:
