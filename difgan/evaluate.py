@@ -38,14 +38,25 @@ def _init_distributed(device: torch.device) -> bool:
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from difgan.build import build_datamodule
     from difgan.checkpoint import load_generative_module, resolve_checkpoint
+    from difgan.guidance import guidance_from_config, guidance_settings
     from difgan.metrics.config import settings_from_config, validate_metric_names
     from difgan.metrics.distributed import world
     from difgan.metrics.evaluation import Evaluator, format_table, write_metrics_json
+    from difgan.models.discriminator import discriminator_report
 
     try:
         ckpt = resolve_checkpoint(cfg.ckpt_path)
     except MissingMandatoryValue:
         raise ConfigError("ckpt_path", "give a checkpoint file or run folder: ckpt_path=...") from None
+    report = discriminator_report(ckpt)
+    if report is not None:  # a discriminator (task=train_discriminator): its held-out table per t bucket
+        from difgan.discriminator_task import format_heldout
+
+        out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+        write_metrics_json(report, out)
+        print(format_heldout(report["heldout"]))
+        print(f"metrics.json -> {out}")
+        return report
     metrics = validate_metric_names(cfg.metrics, "metrics")
     if not metrics:
         raise ConfigError("metrics", "name at least one of fid, kid, is, pr")
@@ -69,8 +80,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         evaluator = Evaluator(datamodule, settings, Path(cfg.paths.cache_dir), metrics,
                               settings.spaces_for(datamodule.source), n_real=cfg.n_real or cfg.n)
         options = OmegaConf.to_container(cfg.sample_options, resolve=True) if cfg.sample_options else {}
+        hooks = guidance_from_config(cfg.get("guidance"), module, device)
+        if hooks:
+            options["guidance"] = hooks
         result = evaluator.run(module, int(cfg.n), bool(cfg.use_ema), options)
         result["protocol"]["checkpoint"] = str(ckpt)
+        result["protocol"]["guidance"] = guidance_settings(hooks)
         if world()[0] == 0:
             out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
             write_metrics_json(result, out)

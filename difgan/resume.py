@@ -27,6 +27,7 @@ MAY_CHANGE = (
     "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",
     "data.num_workers", "data.root", "data.download", "data.pin_memory", "data.persistent_workers",
     "model.pretrained", "model.pretrained_networks", "model.pretrained_use_ema",
+    "discriminator.epochs",  # task=train_discriminator: its budget
 )
 
 

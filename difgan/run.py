@@ -187,8 +187,14 @@ def train_features(cfg: DictConfig) -> None:
     return run_task_train_features(cfg)
 
 
+def train_discriminator(cfg: DictConfig):
+    from difgan.discriminator_task import train_discriminator as task
+
+    return task(cfg)
+
+
 # The one table of ``task=...`` values (validated against it before any work).
-TASKS = {"train": train, "train_features": train_features}
+TASKS = {"train": train, "train_features": train_features, "train_discriminator": train_discriminator}
 
 
 def run(cfg: DictConfig):

@@ -14,6 +14,7 @@ from difgan.checkpoint import load_generative_module, resolve_checkpoint
 from difgan.confdir import CONF_DIR
 from difgan.devices import pick_device
 from difgan.errors import ConfigError, run_reporting_errors
+from difgan.guidance import guidance_from_config
 
 # Top-level shorthands for the most used sampling options (sampler=ddim is sample_options.sampler=ddim).
 SHORTHANDS = ("sampler", "sampling_steps", "eta", "guidance_scale")
@@ -76,6 +77,9 @@ def sample(cfg: DictConfig) -> Path:
     elif cfg.labels is not None:
         raise ConfigError("labels", "this model is unconditional")
     options = sampling_options(cfg, module)
+    hooks = guidance_from_config(cfg.get("guidance"), module, device)
+    if hooks:
+        options["guidance"] = hooks
     generator = torch.Generator().manual_seed(cfg.seed)
     images = sample_in_batches(module, cfg.n, labels, cfg.batch_size, generator, use_ema=cfg.use_ema,
                                **options)

@@ -290,14 +290,20 @@ class DDPM(GenerativeModule):
         return images, box[0]
 
     # ----------------------------------------------------------------- training
-    def loss(self, x0: Tensor, labels: Tensor | None) -> Tensor:
-        """The simple epsilon-prediction loss on a batch, one uniformly drawn t per image."""
+    def predict_noise(self, x0: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One training draw: (t, true noise, x_t, predicted noise), one uniformly drawn t per image and
+        label dropout for conditional models. Fine-tuning methods (``feedback``) build on it."""
         t = sample_timesteps(x0.shape[0], self.num_timesteps, x0.device)
         noise = torch.randn_like(x0)
         xt = q_sample(self.schedule, x0, t, noise)
         if self.unet.class_embed is not None and labels is not None:
             labels = self.unet.class_embed.drop_labels(labels, self.cond_drop_prob)
-        return F.mse_loss(self.unet(xt, t, labels), noise)
+        return t, noise, xt, self.unet(xt, t, labels)
+
+    def loss(self, x0: Tensor, labels: Tensor | None) -> Tensor:
+        """The simple epsilon-prediction loss on a batch, one uniformly drawn t per image."""
+        _, noise, _, eps = self.predict_noise(x0, labels)
+        return F.mse_loss(eps, noise)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x0, labels = batch

@@ -247,7 +247,8 @@ class UNet(nn.Module):
             emb = emb + self.class_embed(labels, batch_size=t.shape[0])
         return F.silu(emb)
 
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+    def _encode(self, x: Tensor, t: Tensor, labels: Tensor | None) -> tuple[Tensor, list[Tensor], Tensor]:
+        """The down path and the middle: (features at the lowest resolution, skips, embedding)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.embedding(t, labels)
@@ -261,6 +262,15 @@ class UNet(nn.Module):
                 h = level.resample(h)
                 skips.append(h)
         h = self.mid_block2(self.mid_attention(self.mid_block1(h, emb)), emb)
+        return h, skips, emb
+
+    def encode(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Features of (x_t, t, labels) after the middle block (B, C_mid, H / 2^(L-1), W / 2^(L-1)): the
+        encoder a time-conditioned discriminator can reuse (``UNetEncoderDiscriminator``)."""
+        return self._encode(x, t, labels)[0]
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        h, skips, emb = self._encode(x, t, labels)
         for level in self.up:
             for block, attn in zip(level.blocks, level.attentions):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
