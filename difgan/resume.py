@@ -46,8 +46,11 @@ def _may_change(key: str) -> bool:
 
 def differing_settings(stored: dict, current: dict) -> list[str]:
     """Keys (dotted) whose values differ between two resolved run configs, ignoring ``MAY_CHANGE``."""
-    a = {k: v for k, v in _flatten(stored).items() if not _may_change(k)}
-    b = {k: v for k, v in _flatten(current).items() if not _may_change(k)}
+    # The discriminator node configures task=train_discriminator only; other tasks never read it.
+    unused = () if current.get("task") == "train_discriminator" else ("discriminator",)
+    keep = lambda k: not _may_change(k) and k.split(".")[0] not in unused  # noqa: E731
+    a = {k: v for k, v in _flatten(stored).items() if keep(k)}
+    b = {k: v for k, v in _flatten(current).items() if keep(k)}
     same = lambda x, y: x == y or (isinstance(x, int | float) and isinstance(y, int | float)  # noqa: E731
                                    and not isinstance(x, bool) and float(x) == float(y))
     return sorted(k for k in a.keys() | b.keys() if not same(a.get(k, "<unset>"), b.get(k, "<unset>")))
