@@ -119,7 +119,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict | None:
                             config=model.run_config, resume_step=resume_step)
     callbacks = build_callbacks(cfg, run_dir, datamodule)
     overrides = {"max_epochs": -1} if cfg.max_kimg is not None else {}
-    plugins = [*(cfg.trainer.get("plugins") or []), AtomicCheckpointIO()]
+    plugins = [AtomicCheckpointIO()]  # every checkpoint file: temp file in its folder, fsync, replace
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=loggers or False,
                                      callbacks=callbacks, plugins=plugins, **overrides)
     results = None

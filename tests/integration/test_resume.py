@@ -60,26 +60,36 @@ def _adam_steps(ckpt: dict) -> list[int]:
 
 
 @pytest.mark.slow
-def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path, mnist_root):
+def test_resuming_at_an_epoch_boundary_or_mid_epoch_matches_an_uninterrupted_run(tmp_path, mnist_root):
     def train(name: str, *more: str) -> dict:
         result = hydra_main(*tiny(tmp_path / name, mnist_root.data_dir, *more))
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "not resumable" not in result.stderr  # Lightning's warning for a mid-epoch restart
         return load(tmp_path / name / "checkpoints" / "last.ckpt")
 
     straight = train("straight", "trainer.max_epochs=2")
     first = train("first", "trainer.max_epochs=1")
     resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first'}")
+    # mid-epoch: a checkpoint written during training after 3 of the first epoch's 4 batches (what a killed
+    # run leaves), continued for the rest of the two epochs
+    train("mid", "trainer.max_steps=8", "callbacks.checkpoint.every_n_train_steps=6",
+          "callbacks.checkpoint.keep_periodic=true")
+    mid = load(tmp_path / "mid" / "checkpoints" / "epoch=0-step=6.ckpt")
+    mid_resumed = train("mid_resumed", "trainer.max_epochs=2",
+                        f"ckpt_path='{tmp_path / 'mid' / 'checkpoints' / 'epoch=0-step=6.ckpt'}'")
 
     assert first["global_step"] == 8 and first["difgan"]["batches_seen"] == 4  # one epoch of 4 batches
-    assert straight["global_step"] == resumed["global_step"] == 16
+    assert mid["global_step"] == 6 and mid["difgan"]["batches_seen"] == 3
+    assert straight["global_step"] == resumed["global_step"] == mid_resumed["global_step"] == 16
     for key in ("images_seen", "batches_seen"):
-        assert straight["difgan"][key] == resumed["difgan"][key]
+        assert straight["difgan"][key] == resumed["difgan"][key] == mid_resumed["difgan"][key]
     # generator, discriminator and the generator's EMA, BatchNorm statistics included; and the optimizers
     names = straight["state_dict"].keys()
     for prefix in ("_generator.", "_discriminator.", "ema.averaged."):
         assert any(k.startswith(prefix) for k in names), prefix
-    _assert_same(resumed["state_dict"], straight["state_dict"], "state_dict")
-    _assert_same(resumed["optimizer_states"], straight["optimizer_states"], "optimizer_states")
+    for other, what in ((resumed, "epoch boundary"), (mid_resumed, "mid-epoch")):
+        _assert_same(other["state_dict"], straight["state_dict"], f"{what}: state_dict")
+        _assert_same(other["optimizer_states"], straight["optimizer_states"], f"{what}: optimizer_states")
     # the comparison means something: the second epoch changed the weights
     assert not torch.equal(first["state_dict"]["_generator.net.0.weight"],
                            straight["state_dict"]["_generator.net.0.weight"])
