@@ -32,7 +32,7 @@ from difgan.config import validate_run_config
 from difgan.errors import ConfigError, run_reporting_errors
 from difgan.loggers import build_loggers, finish_wandb
 from difgan.resume import resume_checkpoint
-from difgan.runlock import RunLock
+from difgan.runlock import RunLock, is_launch_rank_zero
 
 # The EMA copy of the sampling network is kept in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
@@ -97,7 +97,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, datamodule) -> list[L.Callba
 def train(cfg: DictConfig) -> dict | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # One writer per run folder (global rank 0 holds the lock; DDP's relaunched ranks share its folder).
-    lock = RunLock(run_dir).acquire() if rank_zero_only.rank == 0 else None
+    lock = RunLock(run_dir).acquire() if is_launch_rank_zero() else None
     try:
         return _train(cfg, run_dir)
     finally:

@@ -1,7 +1,7 @@
 """One writer per run folder: ``<run folder>/.lock``, held for the whole run.
 
-The lock is an exclusive ``flock`` on the file (the kernel drops it when the holder dies, however it dies), and
-the file names the holder (host, pid, start time) for the error a second writer gets. A lock file that names
+The lock is an exclusive ``flock`` on the file (the kernel drops it when the holder dies, however it dies),
+and the file names the holder (host, pid, start time) for the error a second writer gets. A lock file that names
 a holder but is not locked is stale (its process was killed): it is taken over with a one-line warning. A
 cleanly finished run empties the file. Under DDP only global rank 0 takes it.
 
@@ -22,6 +22,14 @@ from pathlib import Path
 from difgan.errors import DifganError
 
 LOCK_NAME = ".lock"
+
+
+def is_launch_rank_zero() -> bool:
+    """Whether this process is global rank 0 as its launcher set it, read before any process group exists:
+    every rank variable a launcher may set (torchrun RANK, Lightning's relaunch LOCAL_RANK/NODE_RANK, SLURM,
+    LSF) is unset or 0. A plain process is rank 0."""
+    return all(os.environ.get(var) in (None, "", "0")
+               for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
 
 
 class RunFolderLocked(DifganError):
