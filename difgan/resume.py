@@ -87,8 +87,8 @@ def resume_checkpoint(cfg, run_dir: Path, model, current: dict) -> str | None:
             more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
             raise ConfigError("resume", f"run folder {run_dir} holds a checkpoint trained with other "
                               f"settings: {shown}{more}. Use resume=force to continue it anyway, "
-                              "resume=never to start afresh there (old checkpoints are kept aside), or another "
-                              "hydra.run.dir")
+                              "resume=never to start afresh there (old checkpoints are kept aside), or "
+                              "another hydra.run.dir")
     check_compatible(ckpt, model, path)
     return str(path)
 

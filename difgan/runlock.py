@@ -2,8 +2,8 @@
 
 The lock is an exclusive ``flock`` on the file (the kernel drops it when the holder dies, however it dies),
 and the file names the holder (host, pid, start time) for the error a second writer gets. A lock file that
-names a holder but is not locked is stale (its process was killed): it is taken over with a one-line warning. A
-cleanly finished run empties the file. Under DDP only global rank 0 takes it.
+names a holder but is not locked is stale (its process was killed): it is taken over with a one-line
+warning. A cleanly finished run empties the file. Under DDP only global rank 0 takes it.
 
 Not guaranteed: filesystems without working ``flock`` across machines (some NFS setups) let two hosts both
 take the lock; there the folder's ``.lock`` still names the first holder for a human to see.
