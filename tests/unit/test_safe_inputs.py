@@ -40,3 +40,28 @@ def test_an_inception_weights_payload_never_runs(tmp_path, monkeypatch, where):
     with pytest.raises(MetricsError, match="not a plain state dict of tensors.*refused to unpickle"):
         InceptionFeatures(resolved)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(("layout", "in_memory", "workers"), [
+    ("flat", True, 0), ("classes", True, 0), ("flat", False, 2), ("classes", False, 1)])
+def test_a_truncated_image_is_skipped_with_a_warning_naming_it(tmp_path, capsys, layout, in_memory, workers):
+    from difgan.data import ImageDataModule
+    from tests.fixtures.datasets import write_image_folder
+
+    classes = ["cat", "dog"] if layout == "classes" else None
+    write_image_folder(tmp_path, classes, per_class=4, size=(12, 12))
+    bad = tmp_path / ("dog" if classes else "") / "img_02.png"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # a copy cut short
+    total = 8 if classes else 4
+    dm = ImageDataModule("image_folder", str(tmp_path), resolution=8, channels=3, batch_size=1,
+                         in_memory=in_memory, num_workers=workers)
+    dm.setup()
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"skipping 1 unreadable image file(s) of {total}" in warning[0]
+    assert str(bad.relative_to(tmp_path)) in warning[0] and "truncated" in warning[0]
+    assert len(dm.split("train")) == total - 1
+    batches = list(dm.train_dataloader())  # every remaining image loads, with worker processes too
+    assert sum(b[0].shape[0] for b in batches) == total - 1
+    if classes:
+        assert sorted(int(y) for b in batches for y in b[1]) == [0] * 4 + [1] * 3
