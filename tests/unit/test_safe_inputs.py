@@ -65,3 +65,40 @@ def test_a_truncated_image_is_skipped_with_a_warning_naming_it(tmp_path, capsys,
     assert sum(b[0].shape[0] for b in batches) == total - 1
     if classes:
         assert sorted(int(y) for b in batches for y in b[1]) == [0] * 4 + [1] * 3
+
+
+def test_equal_domain_net_settings_hit_the_same_cache(tmp_path):
+    """30 and 30.0 kimg (an int from the command line, a float in the yaml) are one setting, one cache file."""
+    from difgan.data import ImageDataModule
+    from difgan.metrics.config import DomainNetSettings, settings_from_config
+    from difgan.metrics.domain_net import domain_net_path
+
+    dm = ImageDataModule("mnist_offline", "unused", 28, 1, batch_size=8, limit=64)
+    paths = {domain_net_path(dm, s, tmp_path) for s in (
+        DomainNetSettings(train_kimg=30), DomainNetSettings(train_kimg=30.0), DomainNetSettings(),
+        DomainNetSettings(batch_size=256.0, lr=0.002),
+        settings_from_config({"domain_net": {"train_kimg": 30, "seed": 0}}).domain_net)}
+    assert len(paths) == 1, paths
+    assert domain_net_path(dm, DomainNetSettings(train_kimg=31), tmp_path) not in paths  # a real change
+
+
+def test_evaluate_refuses_an_n_that_cannot_fit_in_memory(tmp_path):
+    """``python -m difgan.evaluate n=1000000000000``: one line naming n, before anything is generated."""
+    from omegaconf import OmegaConf
+
+    from difgan.checkpoint import LAST
+    from difgan.confdir import compose_config
+    from difgan.build import build_model
+    from tests.integration.runner import entry, one_line_error
+
+    run = compose_config("run", ["model.base_channels=4", "model.latent_dim=8"])
+    cfg = {k: OmegaConf.to_container(run[k], resolve=True) for k in ("model", "data", "metrics")}
+    shape = [cfg["data"]["channels"], cfg["data"]["resolution"], cfg["data"]["resolution"]]
+    model = build_model(OmegaConf.create(cfg["model"]), tuple(shape), 0)
+    ckpt = tmp_path / "run" / LAST
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(), "difgan": {"config": cfg, "image_shape": shape,
+                                                             "num_classes": 0}}, ckpt)
+    line = one_line_error(entry("difgan.evaluate", f"ckpt_path={tmp_path / 'run'}", "n=1000000000000",
+                                f"hydra.run.dir={tmp_path / 'eval'}"))
+    assert line.startswith("error: config error: n: 1000000000000 generated images need ") and "GiB" in line
