@@ -68,7 +68,7 @@ def test_a_truncated_image_is_skipped_with_a_warning_naming_it(tmp_path, capsys,
 
 
 def test_equal_domain_net_settings_hit_the_same_cache(tmp_path):
-    """30 and 30.0 kimg (an int from the command line, a float in the yaml) are one setting, one cache file."""
+    """30 and 30.0 kimg (an int on the command line, a float in the yaml): one setting, one cache file."""
     from difgan.data import ImageDataModule
     from difgan.metrics.config import DomainNetSettings, settings_from_config
     from difgan.metrics.domain_net import domain_net_path
@@ -86,9 +86,9 @@ def test_evaluate_refuses_an_n_that_cannot_fit_in_memory(tmp_path):
     """``python -m difgan.evaluate n=1000000000000``: one line naming n, before anything is generated."""
     from omegaconf import OmegaConf
 
+    from difgan.build import build_model
     from difgan.checkpoint import LAST
     from difgan.confdir import compose_config
-    from difgan.build import build_model
     from tests.integration.runner import entry, one_line_error
 
     run = compose_config("run", ["model.base_channels=4", "model.latent_dim=8"])
