@@ -27,8 +27,8 @@ def validate_run_config(cfg: DictConfig, multirun: bool = False,
                         launcher: str | None = None) -> None:
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
-    check_int("seed", cfg.seed, minimum=0)
-    require("seed", cfg.seed, cfg.seed <= SEED_MAX, f"a seed is an integer in [0, {SEED_MAX}]")
+    seed_ok = isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and 0 <= cfg.seed <= SEED_MAX
+    require("seed", cfg.seed, seed_ok, f"a seed is an integer in [0, {SEED_MAX}], 0 is fine")
     if cfg.max_kimg is not None and not (isinstance(cfg.max_kimg, int | float) and cfg.max_kimg > 0):
         raise ConfigError("max_kimg",
                           f"must be a positive number of thousands of images, got {cfg.max_kimg!r}")
