@@ -91,11 +91,15 @@ def main() -> None:
     p.add_argument("--kimg", type=float, default=6.4)
     p.add_argument("--kill-after-batches", type=int, default=30)
     p.add_argument("--saves", type=int, default=20)
+    p.add_argument("--requeue-again", action="store_true",
+                   help="only requeue the existing requeued/ folder once more (after another interruption)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     straight, requeued = args.out / "straight", args.out / "requeued"
-    t_straight = run(straight, args.kimg)
-    t_first = run(requeued, args.kimg, kill_after=args.kill_after_batches)
+    t_straight = t_first = float("nan")
+    if not args.requeue_again:
+        t_straight = run(straight, args.kimg)
+        t_first = run(requeued, args.kimg, kill_after=args.kill_after_batches)
     killed_at = torch.load(requeued / "checkpoints" / "last.ckpt",
                            weights_only=True)["difgan"]["batches_seen"]
     t_second = run(requeued, args.kimg)
