@@ -7,15 +7,17 @@ from collections.abc import Iterable
 from omegaconf import DictConfig, OmegaConf
 
 from difgan.errors import ConfigError
-from difgan.validation import check_choice, check_int
+from difgan.validation import check_choice, check_int, require
+
+SEED_MAX = 2**32 - 1  # numpy's seed range; torch and python accept it too
 
 
 def validate_run_config(cfg: DictConfig, tasks: Iterable[str], multirun: bool = False,
                         launcher: str | None = None) -> None:
     """``tasks``: the valid ``task`` names (``difgan.run.TASKS``, the one table)."""
     check_choice("task", cfg.task, tuple(tasks))
-    if cfg.seed is None or not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError("seed", f"must be an integer (0 is fine), got {cfg.seed!r}")
+    seed_ok = isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and 0 <= cfg.seed <= SEED_MAX
+    require("seed", cfg.seed, seed_ok, f"a seed is an integer in [0, {SEED_MAX}], 0 is fine")
     kimg = cfg.max_kimg
     if kimg is not None and (isinstance(kimg, bool) or not isinstance(kimg, int | float) or kimg <= 0):
         raise ConfigError("max_kimg", f"must be a positive number of thousands of images, got {kimg!r}")
@@ -25,6 +27,7 @@ def validate_run_config(cfg: DictConfig, tasks: Iterable[str], multirun: bool = 
         check_int(key, OmegaConf.select(cfg, key), minimum, allow_none=True)
     if cfg.data.get("channels") not in (1, 3):
         raise ConfigError("data.channels", f"must be 1 or 3, got {cfg.data.get('channels')!r}")
+    validate_trainer(cfg.trainer)
     strategy = str(cfg.trainer.get("strategy", "auto"))
     relaunches = strategy.startswith("ddp") and "spawn" not in strategy
     if multirun and strategy.startswith("ddp") and "joblib" in (launcher or ""):
@@ -38,3 +41,23 @@ def validate_run_config(cfg: DictConfig, tasks: Iterable[str], multirun: bool = 
             f"{strategy!r} relaunches the whole command on every rank, so a local multirun (-m) would run "
             "the sweep once per GPU. Use trainer=ddp_spawn for local sweeps, hydra/launcher=slurm on a "
             "cluster, or drop -m for a single DDP run")
+
+
+def validate_trainer(trainer: DictConfig) -> None:
+    """The trainer keys users override most, checked before Lightning sees them; and an accelerator that
+    this machine does not have."""
+    check_int("trainer.max_steps", trainer.get("max_steps", -1), minimum=-1)
+    check_int("trainer.max_epochs", trainer.get("max_epochs"), minimum=-1, allow_none=True)
+    check_int("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), minimum=0)
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.accelerator", f"{accelerator!r} but this machine has no usable GPU "
+                              "(torch.cuda.is_available() is False): use trainer=cpu, or run where a GPU is "
+                              "visible (check CUDA_VISIBLE_DEVICES and the driver)")
+        devices = trainer.get("devices", 1)
+        if isinstance(devices, int) and not isinstance(devices, bool) and devices > torch.cuda.device_count():
+            raise ConfigError("trainer.devices", f"{devices} GPUs asked for, {torch.cuda.device_count()} "
+                              "visible")

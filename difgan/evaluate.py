@@ -24,6 +24,27 @@ from difgan.devices import pick_device
 from difgan.errors import ConfigError, run_reporting_errors
 
 OVERRIDABLE = ("feature_space", "batch_size", "seed", "reference_split", "inception_weights")
+# Floats kept in memory per image and feature space (features + IS logits): Inception pool3 + 1008 logits;
+# the domain network's features (its class logits, at most a few hundred, are left out of this lower bound).
+INCEPTION_FLOATS = 2048 + 1008
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (bytes)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(n: int, spaces: list[str], domain_feature_dim: int) -> None:
+    """Features of every generated image are kept in memory (KID and precision/recall need them all): refuse
+    an ``n`` whose features alone exceed the machine's memory, before generating anything. (Real images are
+    capped at the dataset split's size, which is in memory already.)"""
+    floats = sum(INCEPTION_FLOATS if s == "inception" else domain_feature_dim for s in spaces)
+    need, have = n * floats * 4, memory_bytes()
+    if need > have:
+        most = max(2, have // (floats * 4 * 2))
+        raise ConfigError("n", f"{n} generated images need {need / 2**30:.3g} GiB of features in memory "
+                          f"({', '.join(spaces)}), more than this machine's {have / 2**30:.3g} GiB: use n of "
+                          f"at most about {most}")
 
 
 def _init_distributed(device: torch.device) -> bool:
@@ -73,6 +94,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
             if cfg.get(key) is not None:
                 merged[key] = cfg.get(key)
         settings = settings_from_config(merged)
+        check_fits_in_memory(int(cfg.n), settings.spaces_for(str(run_cfg.data.source)),
+                             settings.domain_net.feature_dim)
         data_cfg = run_cfg.data
         if cfg.get("data_root"):
             data_cfg = OmegaConf.merge(data_cfg, {"root": str(cfg.data_root)})

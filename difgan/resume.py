@@ -6,16 +6,21 @@ settings equal this run's (budgets, logging, callbacks, metrics, paths and loade
 extending a run is normal) and stops with one line naming the differing keys otherwise; ``force``
 continues regardless (the weights must still fit); ``never`` starts afresh and moves the old checkpoints
 aside (``checkpoints_previous_<time>/``), so nothing is lost.
+
+When the run folder's ``last.ckpt`` is unreadable (a file a kill or a full disk left behind before saves were
+atomic, or any corruption since), the newest readable checkpoint in ``checkpoints/`` is used instead, with a
+one-line warning; when none is readable the run stops with one line saying what to do.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from difgan.checkpoint import LAST, check_compatible, load_checkpoint, resolve_checkpoint
-from difgan.errors import ConfigError
+from difgan.errors import CheckpointError, ConfigError
 
 RESUME_MODES = ("auto", "never", "force")
 # Settings that may differ between a run and the run it continues.
@@ -66,15 +71,19 @@ def resume_checkpoint(cfg, run_dir: Path, model, current: dict) -> str | None:
         check_compatible(load_checkpoint(path, mmap=True), model, path)
         return str(path)
     path = run_dir / LAST
-    if not path.is_file():
+    folder = path.parent
+    if not path.is_file() and not (folder.is_dir() and any(folder.glob("*.ckpt"))):
         return None
     if mode == "never":
         stamp = time.strftime('%Y%m%d-%H%M%S') + f"_{time.time_ns() // 1000 % 1_000_000:06d}"
         aside = run_dir / f"checkpoints_previous_{stamp}"
         (run_dir / "checkpoints").rename(aside)
+        run_id = run_dir / "wandb" / "difgan-run-id"  # a fresh run is a new W&B run
+        if run_id.is_file():
+            run_id.rename(run_id.with_name(f"{run_id.name}.previous_{time.strftime('%Y%m%d-%H%M%S')}"))
         print(f"resume=never: starting afresh; the earlier checkpoints were moved to {aside}")
         return None
-    ckpt = load_checkpoint(path, mmap=True)
+    path, ckpt = newest_readable(run_dir)
     if mode == "auto":
         diff = differing_settings(ckpt["difgan"].get("config") or {}, current)
         if diff:
@@ -88,3 +97,28 @@ def resume_checkpoint(cfg, run_dir: Path, model, current: dict) -> str | None:
                               "or another hydra.run.dir")
     check_compatible(ckpt, model, path)
     return str(path)
+
+
+def newest_readable(run_dir: Path) -> tuple[Path, dict]:
+    """The run folder's ``last.ckpt`` if it loads, else its newest readable ``*.ckpt`` (one-line warning)."""
+    last = run_dir / LAST
+    reason = "missing"
+    if last.is_file():
+        try:
+            return last, load_checkpoint(last, mmap=True)
+        except CheckpointError as e:
+            reason = str(e).split(": ", 1)[-1] if str(e) else "unreadable"
+    others = sorted((p for p in last.parent.glob("*.ckpt") if p != last and p.is_file()),
+                    key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for other in others:
+        try:
+            ckpt = load_checkpoint(other, mmap=True)
+        except CheckpointError:
+            continue
+        state = "is unreadable" if reason != "missing" else "is missing"
+        print(f"warning: {last} {state} ({reason[:160]}); resuming from the newest readable checkpoint "
+              f"{other}", file=sys.stderr)
+        return other, ckpt
+    raise CheckpointError(f"no readable checkpoint in {last.parent}: {last.name} is {reason[:160]} and "
+                          f"none of {len(others)} other checkpoint(s) loads. Use resume=never to start "
+                          "afresh there (the old checkpoints are moved aside), or another hydra.run.dir")

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from difgan.build import build_datamodule, build_model
 from difgan.callbacks.budget import KimgBudget
-from difgan.callbacks.checkpoint import LastCheckpoint
+from difgan.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from difgan.callbacks.resources import ResourceMonitor
 from difgan.callbacks.samples import SampleGrid
 from difgan.checkpoint import LAST, load_checkpoint
@@ -33,6 +33,7 @@ from difgan.config import validate_run_config
 from difgan.errors import ConfigError, run_reporting_errors
 from difgan.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_identity
 from difgan.resume import resume_checkpoint
+from difgan.runlock import RunLock, is_launch_rank_zero
 
 # The EMA copy of the sampling network is kept in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
@@ -107,25 +108,37 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, datamodule) -> list[L.Callba
 
 def train(cfg: DictConfig) -> dict | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # One writer per run folder (global rank 0 holds the lock; DDP's relaunched ranks share its folder).
+    lock = RunLock(run_dir).acquire() if is_launch_rank_zero() else None
+    try:
+        return _train(cfg, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     model = build_model(cfg.model, datamodule.image_shape, datamodule.num_classes)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_path = resume_checkpoint(cfg, run_dir, model, model.run_config)
+    resume_step = (int(load_checkpoint(ckpt_path, mmap=True)["difgan"].get("batches_seen", 0))
+                   if ckpt_path else 0)
     write_run_metadata(run_dir, cfg, model)
 
     hc = HydraConfig.get()
     sweep_dir = Path(str(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
     loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.name}/{run_dir.name}",
-                            config=model.run_config, identity=wandb_identity(cfg, sweep_dir))
+                            config=model.run_config, identity=wandb_identity(cfg, sweep_dir),
+                            resume_step=resume_step)
     callbacks = build_callbacks(cfg, run_dir, datamodule)
     overrides = {"max_epochs": -1} if cfg.max_kimg is not None else {}
     check_slurm_layout(cfg.trainer)
-    plugins = cluster_plugins(cfg.trainer)
-    if plugins:
-        overrides["plugins"] = plugins
+    # every checkpoint file: temp file in its folder, fsync, replace; plus SLURM's environment when there
+    plugins = [AtomicCheckpointIO(), *cluster_plugins(cfg.trainer)]
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=loggers or False,
-                                     callbacks=callbacks, **overrides)
+                                     callbacks=callbacks, plugins=plugins, **overrides)
     results = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

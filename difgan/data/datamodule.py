@@ -10,6 +10,7 @@ Small datasets are held in memory and served a whole batch per index lookup.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -65,20 +66,72 @@ class PreparedImages(Dataset):
 
 class EpochSeededSampler(Sampler[int]):
     """A random permutation drawn from ``seed + epoch``: the data order does not depend on the global RNG,
-    so a run resumed at an epoch boundary sees the same batches as one that never stopped."""
+    so a resumed run sees the same batches as one that never stopped.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    ``epoch_source`` (the trainer's ``current_epoch`` in a fit) wins over ``set_epoch``: Lightning calls
+    ``set_epoch`` with its count of processed epochs, which runs one ahead of ``current_epoch`` after a run
+    stopped by ``max_steps`` mid-epoch is resumed. ``resume(epoch, skip)`` makes the next pass over ``epoch``
+    start at position ``skip`` of its permutation (mid-epoch resume, see ``ResumableLoader``)."""
+
+    def __init__(self, n: int, seed: int, epoch_source: Callable[[], int | None] | None = None):
+        self.n, self.seed, self.epoch, self.epoch_source = n, seed, 0, epoch_source
+        self._skip_epoch, self._skip = None, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, skip: int) -> None:
+        self._skip_epoch, self._skip = int(epoch), int(skip)
+
+    def current_epoch(self) -> int:
+        epoch = self.epoch_source() if self.epoch_source is not None else None
+        return self.epoch if epoch is None else int(epoch)
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        epoch = self.current_epoch()
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self._skip_epoch == epoch:
+            order = order[self._skip:]
+        self._skip_epoch, self._skip = None, 0  # once: later passes are whole epochs
+        return iter(order)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose place in the epoch is part of the checkpoint, through Lightning's stateful
+    dataloader hooks (``state_dict`` / ``load_state_dict``, stored with the fit loop's state): a run killed
+    mid-epoch continues the same data order at the next batch instead of restarting the epoch's permutation.
+
+    ``position()`` is the number of batches of the current epoch the training loop has taken (not what the
+    loader prefetched). The iterator's base seed comes from the loader's own ``generator``, never from the
+    global RNG, so creating an iterator does not shift the noise a resumed run draws. Under DDP Lightning
+    wraps the sampler (DistributedSamplerWrapper); there the state is empty and a mid-epoch resume restarts
+    the epoch's order.
+    """
+
+    def __init__(self, *args, position: Callable[[], int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._position = position
+
+    def _seeded(self) -> EpochSeededSampler | None:
+        return self.sampler if isinstance(self.sampler, EpochSeededSampler) else None
+
+    def state_dict(self) -> dict:
+        sampler = self._seeded()
+        if sampler is None or self._position is None:
+            return {}
+        return {"epoch": sampler.current_epoch(), "batches": int(self._position()),
+                "batch_size": int(self.batch_size), "n": sampler.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler = self._seeded()
+        if not state or sampler is None or state.get("n") != sampler.n:
+            return
+        if int(state["batches"]) < len(self):  # saved at the end of its epoch: the next one starts whole
+            sampler.resume(int(state["epoch"]), int(state["batches"]) * int(state["batch_size"]))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -218,15 +271,27 @@ class ImageDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- loaders
     def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        sampler = EpochSeededSampler(len(ds), self.seed) if shuffle else None
+        sampler = EpochSeededSampler(len(ds), self.seed, self._trainer_epoch) if shuffle else None
         batched = isinstance(ds, InMemoryImages)
-        return DataLoader(
+        return ResumableLoader(
             ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
             num_workers=0 if batched else self.num_workers,
             collate_fn=_batch_passthrough if batched else None,
             persistent_workers=self.num_workers > 0 and not batched,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed), position=self._batches_taken,
         )
+
+    def _trainer_epoch(self) -> int | None:
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
+
+    def _batches_taken(self) -> int:
+        """Batches of the current epoch the training loop has taken (0 outside a Lightning fit)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.split("train")

@@ -12,6 +12,7 @@ held-out split, e.g. for reference statistics.
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,11 +222,53 @@ def celeba(root: Path, split: str = "train", download: bool = False, verify_chec
     return SourceData(ds, [], None)
 
 
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # a complete PNG ends with its (empty) IEND chunk
+_JPEG_END = b"\xff\xd9"                         # ... a complete JPEG with its end-of-image marker
+
+
+def unreadable_image(path: str | Path) -> str | None:
+    """Why the image file at ``path`` cannot be read (truncated, corrupt), or None when it can.
+
+    PNG and JPEG files are checked by their last bytes (cheap, enough for the usual damage: a copy cut
+    short); only a file that fails that check, or has another format, is decoded in full to decide."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        suffix = path.suffix.lower()
+        if suffix in (".png", ".jpg", ".jpeg"):
+            end = _PNG_END if suffix == ".png" else _JPEG_END
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - len(end)))
+                if f.read() == end:
+                    return None
+        with Image.open(path) as im:
+            im.load()
+        return None
+    except Exception as e:  # noqa: BLE001 - OSError (truncated), PIL's UnidentifiedImageError, SyntaxError...
+        return " ".join(str(e).split())[:120] or type(e).__name__
+
+
+def readable_images(paths: Sequence[str | Path], root: Path) -> list:
+    """``paths`` without the unreadable images, which are reported in one warning line (count and names)."""
+    bad = [(p, why) for p in paths if (why := unreadable_image(p)) is not None]
+    if bad:
+        names = ", ".join(f"{Path(p).relative_to(root) if Path(p).is_relative_to(root) else p} ({why})"
+                          for p, why in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        print(f"warning: skipping {len(bad)} unreadable image file(s) of {len(paths)} in {root}: "
+              f"{names}{more}", file=sys.stderr)
+    skip = {str(p) for p, _ in bad}
+    return [p for p in paths if str(p) not in skip]
+
+
 class ImageFiles(Dataset):
-    """A flat folder of images, read with torchvision's own loader; every label is -1 (unlabeled)."""
+    """A flat folder of images, read with torchvision's own loader; every label is -1 (unlabeled).
+    Unreadable (truncated, corrupt) files are left out when the folder is indexed (``readable_images``)."""
 
     def __init__(self, folder: Path):
-        self.files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        self.files = readable_images(files, folder)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -253,7 +296,10 @@ def image_folder(root: Path, split: str = "train", download: bool = False) -> So
                                    f"{how}")
     class_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and _has_images(d)]
     if class_dirs:
-        ds = tvd.ImageFolder(str(root), allow_empty=True)
+        files = sorted(str(p) for d in class_dirs for p in d.rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        readable = set(readable_images(files, root))
+        ds = tvd.ImageFolder(str(root), allow_empty=True, is_valid_file=lambda p: str(p) in readable)
         return SourceData(ds, list(ds.classes), list(ds.targets))
     ds = ImageFiles(root)
     if len(ds) == 0:

@@ -22,6 +22,20 @@ class MetricsError(DifganError):
     network, too few samples...). The message says what to do."""
 
 
+def _typed_numbers(obj) -> None:
+    """Numbers as their field's declared type: ``30`` and ``30.0`` for a float field are the same setting,
+    and must give the same cache key (the key hashes ``vars(settings)``)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind == "float":
+            setattr(obj, f.name, float(value))
+        elif kind == "int" and isinstance(value, float) and value.is_integer():
+            setattr(obj, f.name, int(value))
+
+
 @dataclass
 class DomainNetSettings:
     train_kimg: float = 30.0      # training budget in thousands of images
@@ -30,6 +44,9 @@ class DomainNetSettings:
     width: int = 16               # channels of the first conv (doubled in the second)
     feature_dim: int = 128        # dimension of the penultimate features the metrics use
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _typed_numbers(self)
 
 
 @dataclass
@@ -48,6 +65,9 @@ class MetricsSettings:
     is_splits: int = 10
     class_accuracy: str | bool = "auto"       # auto: for conditional models when the domain net is in use
     domain_net: DomainNetSettings = field(default_factory=DomainNetSettings)
+
+    def __post_init__(self) -> None:
+        _typed_numbers(self)
 
     def spaces_for(self, data_source: str, override: str | Sequence[str] | None = None) -> list[str]:
         return resolve_spaces(override if override is not None else self.feature_space, data_source)

@@ -13,11 +13,13 @@ by default and no longer matches the papers). Features: the 2048-d pool3; IS log
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import socket
 from pathlib import Path
 
 import torch
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torch import Tensor, nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
@@ -73,6 +75,53 @@ def resolve_inception_weights(configured: str | None, download: bool = True) -> 
                        f"{path}, or set inception_weights=/path/to/{INCEPTION_FILE} ({reason})")
 
 
+def load_weights_safely(path: Path) -> dict[str, Tensor]:
+    """A state dict (names -> tensors) read with ``weights_only=True``: a file holding anything else (pickled
+    objects, code) is refused before anything unpickles it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unreadable or holding objects: refused alike
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MetricsError(f"cannot load Inception-v3 weights from {path}: not a plain state dict of tensors "
+                           f"(refused to unpickle it; {first[:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
+                                              for k, v in state.items()):
+        raise MetricsError(f"cannot load Inception-v3 weights from {path}: not a state dict of tensors")
+    return state
+
+
+class _TorchWithLoad:
+    """``torch`` as torch-fidelity's Inception module sees it, except that ``load`` returns a state dict
+    already read safely (torch-fidelity itself loads the weights file with ``weights_only=False``)."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def load(self, *args, **kwargs):
+        return self._state
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+@contextlib.contextmanager
+def _inception_weights(state: dict):
+    saved = tf_inception.torch
+    tf_inception.torch = _TorchWithLoad(state)
+    try:
+        yield
+    finally:
+        tf_inception.torch = saved
+
+
+def build_inception(weights_path: Path) -> FeatureExtractorInceptionV3:
+    """torch-fidelity's Inception-v3 extractor with weights read by ``load_weights_safely`` only."""
+    state = load_weights_safely(weights_path)
+    with _inception_weights(state):
+        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                           feature_extractor_weights_path=str(weights_path))
+
+
 class FeatureSpace(nn.Module, abc.ABC):
     name: str = ""
 
@@ -95,8 +144,9 @@ class InceptionFeatures(FeatureSpace):
         super().__init__()
         self.weights_path = Path(weights_path)
         try:
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                   feature_extractor_weights_path=str(self.weights_path))
+            self.net = build_inception(self.weights_path)
+        except MetricsError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise MetricsError(f"cannot load Inception-v3 weights from {self.weights_path}: "
                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None

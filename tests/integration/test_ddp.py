@@ -70,7 +70,8 @@ def test_two_rank_ddp_ends_with_identical_weights_and_one_run_folder(ddp_run):
     hydra_logs = [f for f in files if f.endswith(".log")]  # Hydra's job logs: run.log, and rank 1's own
     assert set(hydra_logs) <= {"run.log", "train_ddp_process_1.log"}
     assert sorted(set(files) - set(hydra_logs)) == sorted([
-        ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "config.yaml", "run.json",
+        ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", ".lock", "config.yaml",
+        "run.json",
         "checkpoints/last.ckpt", "logs/hparams.yaml", "logs/metrics.csv", "samples/final.png",
         "samples/latest.png"])
     command = json.loads((run_dir / "run.json").read_text())["command"]

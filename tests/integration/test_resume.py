@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from difgan.loggers import read_metrics
 from tests.integration.runner import finish, hydra_main, load, probe, running, tiny
 
 BATCH = 8          # mnist_root: 36 training images -> 4 batches an epoch (drop_last)
@@ -24,6 +25,7 @@ def killed_run(tmp_path_factory, mnist_root):
     last = run_dir / "checkpoints" / "last.ckpt"
     with running(*tiny(run_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
                        "callbacks.checkpoint.every_n_train_steps=2",  # every batch
+                       "trainer.log_every_n_steps=1",
                        *probe("slow", "SlowDown", seconds=0.5)), cwd=tmp) as proc:
         def kill_at_first_checkpoint() -> None:
             deadline = time.monotonic() + 240
@@ -60,26 +62,36 @@ def _adam_steps(ckpt: dict) -> list[int]:
 
 
 @pytest.mark.slow
-def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path, mnist_root):
+def test_resuming_at_an_epoch_boundary_or_mid_epoch_matches_an_uninterrupted_run(tmp_path, mnist_root):
     def train(name: str, *more: str) -> dict:
         result = hydra_main(*tiny(tmp_path / name, mnist_root.data_dir, *more))
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "not resumable" not in result.stderr  # Lightning's warning for a mid-epoch restart
         return load(tmp_path / name / "checkpoints" / "last.ckpt")
 
     straight = train("straight", "trainer.max_epochs=2")
     first = train("first", "trainer.max_epochs=1")
     resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first'}")
+    # mid-epoch: a checkpoint written during training after 3 of the first epoch's 4 batches (what a killed
+    # run leaves), continued for the rest of the two epochs
+    train("mid", "trainer.max_steps=8", "callbacks.checkpoint.every_n_train_steps=6",
+          "callbacks.checkpoint.keep_periodic=true")
+    mid = load(tmp_path / "mid" / "checkpoints" / "epoch=0-step=6.ckpt")
+    mid_resumed = train("mid_resumed", "trainer.max_epochs=2",
+                        f"ckpt_path='{tmp_path / 'mid' / 'checkpoints' / 'epoch=0-step=6.ckpt'}'")
 
     assert first["global_step"] == 8 and first["difgan"]["batches_seen"] == 4  # one epoch of 4 batches
-    assert straight["global_step"] == resumed["global_step"] == 16
+    assert mid["global_step"] == 6 and mid["difgan"]["batches_seen"] == 3
+    assert straight["global_step"] == resumed["global_step"] == mid_resumed["global_step"] == 16
     for key in ("images_seen", "batches_seen"):
-        assert straight["difgan"][key] == resumed["difgan"][key]
+        assert straight["difgan"][key] == resumed["difgan"][key] == mid_resumed["difgan"][key]
     # generator, discriminator and the generator's EMA, BatchNorm statistics included; and the optimizers
     names = straight["state_dict"].keys()
     for prefix in ("_generator.", "_discriminator.", "ema.averaged."):
         assert any(k.startswith(prefix) for k in names), prefix
-    _assert_same(resumed["state_dict"], straight["state_dict"], "state_dict")
-    _assert_same(resumed["optimizer_states"], straight["optimizer_states"], "optimizer_states")
+    for other, what in ((resumed, "epoch boundary"), (mid_resumed, "mid-epoch")):
+        _assert_same(other["state_dict"], straight["state_dict"], f"{what}: state_dict")
+        _assert_same(other["optimizer_states"], straight["optimizer_states"], f"{what}: optimizer_states")
     # the comparison means something: the second epoch changed the weights
     assert not torch.equal(first["state_dict"]["_generator.net.0.weight"],
                            straight["state_dict"]["_generator.net.0.weight"])
@@ -131,3 +143,25 @@ def test_killed_run_resumes_with_optimizer_ema_and_counters(tmp_path, mnist_root
     assert final["difgan"]["images_seen"] == TOTAL_STEPS // 2 * BATCH
     assert set(_adam_steps(final)) == {TOTAL_STEPS // 2}
     assert f"done: {TOTAL_STEPS // 2 * BATCH} images seen, {TOTAL_STEPS // 2} batches" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_in_its_folder_keeps_one_log_history(mnist_root, killed_run):
+    """The requeued job: the same command in the same run folder (resume=auto). Its stale lock is taken over,
+    and metrics.csv holds every logged step of both parts exactly once (Lightning's CSVLogger deleted the
+    killed part's rows)."""
+    killed_dir, proc, watcher = killed_run
+    watcher.join(timeout=300)
+    proc.wait(timeout=60)
+    before = read_metrics(killed_dir)
+    assert before and max(r["step"] for r in before) >= 0  # the killed part logged something
+    result = hydra_main(*tiny(killed_dir, mnist_root.data_dir, f"trainer.max_steps={TOTAL_STEPS}",
+                              "trainer.log_every_n_steps=1", "callbacks.checkpoint.every_n_train_steps=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "taking over the stale lock" in result.stderr
+    rows = [r for r in read_metrics(killed_dir) if "train/d_loss" in r]
+    steps = [int(r["step"]) for r in rows]
+    assert sorted(steps) == list(range(TOTAL_STEPS // 2)), steps   # batches 1..20 log steps 0..19, once each
+    first_rows = [r for r in before if "train/d_loss" in r]
+    kept = {int(r["step"]): r["train/d_loss"] for r in rows}
+    assert any(kept[int(r["step"])] == r["train/d_loss"] for r in first_rows)  # the killed part's rows stayed

@@ -46,7 +46,9 @@ def test_wandb_without_credentials_runs_offline_and_says_how_to_sync(offline_run
 
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, sorted((run_dir / "wandb").glob("*")) or "no wandb/ in the run folder"
-    files = list(runs[0].glob("run-*.wandb"))
+    run_id = (run_dir / "wandb" / "difgan-run-id").read_text().strip()  # what a resumed part continues
+    assert runs[0].name.endswith(f"-{run_id}")
+    files = list(runs[0].glob(f"run-{run_id}.wandb"))
     assert len(files) == 1 and files[0].stat().st_size > 0
     data = files[0].read_bytes()
     assert b"train/d_loss" in data and b"dcgan_mnist" in data   # metrics and the run's config went in
