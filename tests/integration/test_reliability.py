@@ -43,7 +43,7 @@ def test_a_stale_lock_is_taken_over_and_saves_go_through_the_atomic_writer(tmp_p
 
 
 @pytest.mark.parametrize(("override", "key", "says"), [
-    ("seed=-1", "seed", "impossible value -1 (a seed is an integer in [0, 4294967295]"),
+    ("seed=-1", "seed", "impossible value, got -1 (a seed is an integer in [0, 4294967295]"),
     (f"seed={2**32}", "seed", "[0, 4294967295]"),
     ("trainer.max_steps=abc", "trainer.max_steps", "'abc'"),
     ("trainer.max_epochs=1.5", "trainer.max_epochs", "1.5"),
