@@ -9,10 +9,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from difgan.callbacks.samples import grid_labels, save_grid
+from difgan.callbacks.samples import grid_labels
 from difgan.checkpoint import load_generative_module, resolve_checkpoint
 from difgan.confdir import CONF_DIR
 from difgan.errors import ConfigError, run_reporting_errors
+from difgan.samples_io import FORMATS, default_name, write_samples
 
 MODEL_OPTIONS = ("sampler", "sampling_steps", "eta", "guidance_scale")
 
@@ -37,6 +38,9 @@ def sample_in_batches(module, n: int, labels, batch_size: int, generator: torch.
 def sample(cfg: DictConfig) -> Path:
     if cfg.n < 1:
         raise ConfigError("n", f"must be positive, got {cfg.n}")
+    fmt = str(cfg.get("format", "png"))
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"unknown {fmt!r}; valid: {', '.join(FORMATS)}")
     ckpt = resolve_checkpoint(cfg.ckpt_path)
     device = pick_device(cfg.device)
     module, run_cfg = load_generative_module(ckpt, map_location=device)
@@ -54,9 +58,9 @@ def sample(cfg: DictConfig) -> Path:
     generator = torch.Generator().manual_seed(cfg.seed)
     images = sample_in_batches(module, cfg.n, labels, cfg.batch_size, generator, use_ema=cfg.use_ema,
                                **options)
-    default_out = ckpt.parent.parent / "samples" / f"sample_{time.strftime('%Y%m%d-%H%M%S')}.png"
-    out = Path(cfg.out) if cfg.out else default_out
-    save_grid(images, out)
+    stem = f"sample_{time.strftime('%Y%m%d-%H%M%S')}"
+    default_out = ckpt.parent.parent / "samples" / default_name(fmt, stem)
+    out = write_samples(images, Path(cfg.out) if cfg.out else default_out, fmt)
     print(f"{cfg.n} samples from {ckpt} ({'EMA' if cfg.use_ema and module.ema is not None else 'raw'} weights"
           f"{', ' + ', '.join(f'{k}={v}' for k, v in options.items()) if options else ''}) -> {out}")
     return out
