@@ -1,5 +1,6 @@
-"""StyleGAN2 and Diffusion-GAN training speed and memory, and our StyleGAN2 step against a public plain-PyTorch
-StyleGAN2 (the ``stylegan2-pytorch`` package) in achieved FLOP/s. Prints JSON (and writes it with --out).
+"""StyleGAN2 and Diffusion-GAN training speed and memory, and our StyleGAN2 step against a public
+plain-PyTorch StyleGAN2 (the ``stylegan2-pytorch`` package) in achieved FLOP/s. Prints JSON (and writes it
+with --out).
 
     python benchmarks/stylegan2_throughput.py                               # 32 and 64 px, CPU
     python benchmarks/stylegan2_throughput.py --peer-path /work/benchpeers  # plus the peer comparison
@@ -7,10 +8,10 @@ StyleGAN2 (the ``stylegan2-pytorch`` package) in achieved FLOP/s. Prints JSON (a
 
 1. ``throughput``: for ``model=stylegan2`` and ``model=diffusion_gan`` at equal settings (``--channel-base``,
    ``--channel-max``, ``--w-dim``, lazy R1 and path length on, as trained), training images/s of the real
-   LightningModule under a Lightning ``Trainer`` over ``--batches`` batches after ``--warmup``, each in its own
-   process so peak memory (RSS on CPU, ``max_memory_allocated`` on CUDA) is its own; the two models alternate
-   over ``--repeats`` rounds so background load hits both alike. ``ratio_diffusion_over_stylegan2`` = median
-   Diffusion-GAN / median StyleGAN2 images/s per resolution (the issue asks >= 0.90).
+   LightningModule under a Lightning ``Trainer`` over ``--batches`` batches after ``--warmup``, each in its
+   own process so peak memory (RSS on CPU, ``max_memory_allocated`` on CUDA) is its own; the two models
+   alternate over ``--repeats`` rounds so background load hits both alike. ``ratio_diffusion_over_stylegan2``
+   = median Diffusion-GAN / median StyleGAN2 images/s per resolution (the issue asks >= 0.90).
 2. ``peer``: one generator + discriminator forward and backward (non-saturating losses, no regularisers) of
    our networks and of stylegan2-pytorch's at the same resolution and batch; FLOPs counted by
    ``torch.utils.flop_counter``, time measured, achieved FLOP/s compared (``ratio_ours_over_peer``; >= 1.0
@@ -45,7 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _overrides(args) -> list[str]:
     return [f"model.channel_base={args.channel_base}", f"model.channel_max={args.channel_max}",
-            f"model.w_dim={args.w_dim}", f"model.latent_dim={args.w_dim}", f"model.mapping_layers={args.mapping}"]
+            f"model.w_dim={args.w_dim}", f"model.latent_dim={args.w_dim}",
+            f"model.mapping_layers={args.mapping}"]
 
 
 def _build(name: str, resolution: int, overrides: list[str]):
@@ -103,7 +105,8 @@ def run_worker(args, model: str, resolution: int) -> dict:
            str(resolution), *(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                                if k in ("batch", "batches", "warmup", "threads", "device", "channel_base",
                                         "channel_max", "w_dim", "mapping"))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{model} @ {resolution}: {out.stderr[-2000:]}")
@@ -173,46 +176,50 @@ def _measure(step, device: torch.device, repeats: int) -> tuple[float, float]:
 
 
 def peer_comparison(args) -> dict:
-    import torch.nn.functional as F
-
-    from difgan.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-
     peer = import_peer(args.peer_path)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     results = {}
     for res in args.resolutions:
-        torch.manual_seed(0)
-        b, w = args.batch, args.w_dim
-        g = StyleGAN2Generator(w, w, 3, res, args.mapping, args.channel_base, args.channel_max).to(device)
-        d = StyleGAN2Discriminator(3, res, args.channel_base, args.channel_max).to(device)
-        real = torch.rand(b, 3, res, res, device=device) * 2 - 1
+        results[str(res)] = compare_at(peer, args, res, device)
+    return results
 
-        def ours():
-            fake = g(torch.randn(b, w, device=device))
-            loss = F.softplus(-d(fake)).mean() + F.softplus(-d(real)).mean()
-            loss.backward()
 
-        # the peer's capacity picked so its widths bracket ours (filters = capacity * 2^(i+1), capped)
-        pg = peer.Generator(res, w, network_capacity=args.peer_capacity, fmap_max=args.channel_max).to(device)
-        pv = peer.StyleVectorizer(w, args.mapping).to(device)
-        pd = peer.Discriminator(res, network_capacity=args.peer_capacity, fmap_max=args.channel_max).to(device)
+def compare_at(peer, args, res: int, device: torch.device) -> dict:
+    """Our generator + discriminator step against the peer's at one resolution."""
+    import torch.nn.functional as F
 
-        def theirs():
-            styles = pv(torch.randn(b, w, device=device))[:, None].expand(-1, pg.num_layers, -1)
-            noise = torch.rand(b, res, res, 1, device=device)
-            fake = pg(styles, noise)
-            loss = F.softplus(-pd(fake)[0]).mean() + F.softplus(-pd(real)[0]).mean()
-            loss.backward()
+    from difgan.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
-        of, ot = _measure(ours, device, args.repeats)
-        pf, pt = _measure(theirs, device, args.repeats)
-        count = lambda *ms: sum(p.numel() for m in ms for p in m.parameters())  # noqa: E731
-        results[str(res)] = {
-            "ours": {"flops": of, "seconds": ot, "flop_per_s": of / ot, "params": count(g, d)},
+    torch.manual_seed(0)
+    b, w = args.batch, args.w_dim
+    g = StyleGAN2Generator(w, w, 3, res, args.mapping, args.channel_base, args.channel_max).to(device)
+    d = StyleGAN2Discriminator(3, res, args.channel_base, args.channel_max).to(device)
+    real = torch.rand(b, 3, res, res, device=device) * 2 - 1
+
+    def ours():
+        fake = g(torch.randn(b, w, device=device))
+        (F.softplus(-d(fake)).mean() + F.softplus(-d(real)).mean()).backward()
+
+    # the peer's widths: network_capacity * 2^(i+1) per block, capped at fmap_max
+    pg = peer.Generator(res, w, network_capacity=args.peer_capacity, fmap_max=args.channel_max).to(device)
+    pv = peer.StyleVectorizer(w, args.mapping).to(device)
+    pd = peer.Discriminator(res, network_capacity=args.peer_capacity, fmap_max=args.channel_max).to(device)
+
+    def theirs():
+        styles = pv(torch.randn(b, w, device=device))[:, None].expand(-1, pg.num_layers, -1)
+        fake = pg(styles, torch.rand(b, res, res, 1, device=device))
+        (F.softplus(-pd(fake)[0]).mean() + F.softplus(-pd(real)[0]).mean()).backward()
+
+    of, ot = _measure(ours, device, args.repeats)
+    pf, pt = _measure(theirs, device, args.repeats)
+
+    def count(*modules):
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    return {"ours": {"flops": of, "seconds": ot, "flop_per_s": of / ot, "params": count(g, d)},
             "peer": {"flops": pf, "seconds": pt, "flop_per_s": pf / pt, "params": count(pg, pv, pd)},
             "ratio_ours_over_peer": (of / ot) / (pf / pt)}
-    return results
 
 
 def param_table() -> dict:
@@ -256,7 +263,8 @@ def main(argv=None):
         print(json.dumps(worker(args)))
         return
     report = {"settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model", "resolution")},
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}}
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "torch": torch.__version__}}
     if not args.skip_throughput:
         report["throughput"] = throughput(args)
     if args.peer_path:

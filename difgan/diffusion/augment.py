@@ -8,8 +8,8 @@ after each discriminator update; ``GANModule`` subclasses call them from ``discr
 
 - Forward process: a linear beta schedule (``beta_start`` .. ``beta_end``, the shared ``NoiseSchedule``) over
   the current T steps, re-spread whenever T changes as in the paper's code, so the noisiest level is always
-  t = T; x_t = sqrt(abar_t) x + ``noise_sd`` sqrt(1 - abar_t) eps (noise_sd 0.05 in the paper's StyleGAN2 setting).
-  t = 0 leaves the image clean.
+  t = T; x_t = sqrt(abar_t) x + ``noise_sd`` sqrt(1 - abar_t) eps (noise_sd 0.05 in the paper's StyleGAN2
+  setting). t = 0 leaves the image clean.
 - t per image from {0, ..., T}: ``priority`` (probability proportional to t, so t = 0 never) or ``uniform``.
 - Adaptive T: every ``ada_interval`` discriminator updates, r_d = E[sign(D(real))] over those updates;
   p += sign(r_d - ``d_target``) * (images in those updates) / (``ada_kimg`` * 1000), clipped to [0, 1];
@@ -118,5 +118,6 @@ class DiffusionAugment(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"t_min={self.t_min}, t_max={self.t_max}, d_target={self.d_target}, "
-                f"ada_interval={self.ada_interval}, ada_kimg={self.ada_kimg:g}, t_sampling={self.t_sampling}, "
+                f"ada_interval={self.ada_interval}, ada_kimg={self.ada_kimg:g}, "
+                f"t_sampling={self.t_sampling}, "
                 f"noise_sd={self.noise_sd:g}")

@@ -1,15 +1,15 @@
 """Diffusion-GAN (Wang et al. 2023) on any GAN of the suite: ``DiffusionAugment`` diffuses the discriminator's
-real and fake inputs at a sampled t and hands t to a time-conditioned discriminator (projection of a learned or
-sinusoidal t embedding onto the backbone's features); the adaptive T controller reads D's verdict on reals after
-every D update.
+real and fake inputs at a sampled t and hands t to a time-conditioned discriminator (projection of a learned
+or sinusoidal t embedding onto the backbone's features); the adaptive T controller reads D's verdict on reals
+after every D update.
 
 - ``model=diffusion_gan``: ``DiffusionStyleGAN2`` (the paper's Diffusion-StyleGAN2, seed 001's model);
 - ``model=diffusion_dcgan``: ``DiffusionDCGAN``.
 
-The mixin plugs in through ``GANModule``'s steps only (``build`` of the discriminator, ``discriminator_inputs``,
-``after_d_step``, ``extra_logs``); the adversarial loop is not copied. ``diffusion.enabled: false`` leaves the
-backbone's behaviour untouched, bit for bit (the t embedding is built on a forked RNG, so even the random
-draws of training match the plain model from the same seed).
+The mixin plugs in through ``GANModule``'s steps only (``build`` of the discriminator,
+``discriminator_inputs``, ``after_d_step``, ``extra_logs``); the adversarial loop is not copied.
+``diffusion.enabled: false`` leaves the backbone's behaviour untouched, bit for bit (the t embedding is built
+on a forked RNG, so even the random draws of training match the plain model from the same seed).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from difgan.nets.embeddings import TIME_EMBEDDINGS
 from difgan.nets.time_conditioned import TimeConditionedDiscriminator
 from difgan.validation import check_choice, check_int, require
 
-DIFFUSION_KEYS = ("enabled", "t_min", "t_max", "d_target", "ada_interval", "ada_kimg", "t_sampling", "beta_start",
-                  "beta_end", "noise_sd", "start_kimg", "t_embedding", "t_embed_dim", "adaptive", "p_init")
+DIFFUSION_KEYS = ("enabled", "t_min", "t_max", "d_target", "ada_interval", "ada_kimg", "t_sampling",
+                  "beta_start", "beta_end", "noise_sd", "start_kimg", "t_embedding", "t_embed_dim",
+                  "adaptive", "p_init")
 
 
 def build_augment(options: dict | None) -> tuple[DiffusionAugment, dict]:
@@ -59,7 +60,8 @@ def build_augment(options: dict | None) -> tuple[DiffusionAugment, dict]:
 
 class DiffusionGANMixin:
     """Turns a ``GANModule`` with a ``_discriminator`` backbone (providing ``features_and_logit`` and
-    ``feature_dim``) into its Diffusion-GAN. Put it first in the bases: ``class X(DiffusionGANMixin, GAN)``."""
+    ``feature_dim``) into its Diffusion-GAN. Put it first in the bases: ``class X(DiffusionGANMixin,
+    GAN)``."""
 
     def __init__(self, *args, diffusion: dict | None = None, **kwargs):
         augment, own = build_augment(diffusion)

@@ -1,18 +1,19 @@
-"""StyleGAN2 training (Karras et al. 2020) on the suite's GAN loop: the networks are in difgan/nets/stylegan2.py,
-the penalties in difgan/losses.py; this module wires them into ``GANModule``'s steps.
+"""StyleGAN2 training (Karras et al. 2020) on the suite's GAN loop: the networks are in
+difgan/nets/stylegan2.py, the penalties in difgan/losses.py; this module wires them into ``GANModule``'s
+steps.
 
 - loss: non-saturating logistic (``model.loss: logistic``);
 - lazy R1 on reals every ``r1_interval`` batches, gamma / 2 * E||grad D(x)||^2 (a D-phase ``Regularizer``);
-- path-length regularisation every ``pl_interval`` batches from ``pl_start_kimg`` on, on ``1 / pl_batch_shrink``
-  of the batch, against a running mean with decay ``pl_decay`` kept in the persistent buffer ``pl_mean`` (so
-  checkpoints and resume carry it);
+- path-length regularisation every ``pl_interval`` batches from ``pl_start_kimg`` on, on ``1 /
+  pl_batch_shrink`` of the batch, against a running mean with decay ``pl_decay`` kept in the persistent buffer
+  ``pl_mean`` (so checkpoints and resume carry it);
 - style mixing: with probability ``mixing_prob`` a batch's styles switch to a second w from a random layer on;
 - the mapping network learns at ``mapping_lr`` (absolute) or ``lr * mapping_lr_mult``, as its own Adam
-  parameter group. Under Adam this equals the paper's run-time weight scaling by the multiplier (Adam's step does
-  not depend on the gradient's scale), so the layers themselves are plain equalized-lr layers;
+  parameter group. Under Adam this equals the paper's run-time weight scaling by the multiplier (Adam's step
+  does not depend on the gradient's scale), so the layers themselves are plain equalized-lr layers;
 - Adam (0, 0.99) with the lazy-regularisation correction of lr and betas (``GANModule``), generator EMA;
-- sampling options ``truncation_psi`` (1: none; 0: the mean-w image) and ``noise_mode`` (random | const | none);
-  latent spaces z and w (``map_latent``/``sample_from_w``) for ``difgan.interpolate``.
+- sampling options ``truncation_psi`` (1: none; 0: the mean-w image) and ``noise_mode`` (random | const |
+  none); latent spaces z and w (``map_latent``/``sample_from_w``) for ``difgan.interpolate``.
 
 All intervals count the module's own ``batches_seen`` (PITFALLS: GAN step counting).
 """
@@ -82,15 +83,17 @@ class StyleGAN2(GANModule):
         self.mapping_lr_mult, self.mapping_lr = float(mapping_lr_mult), mapping_lr
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
         self.pl_weight, self.pl_interval = float(pl_weight), int(pl_interval)
-        self.pl_start_kimg, self.pl_batch_shrink, self.pl_decay = float(pl_start_kimg), int(pl_batch_shrink), \
-            float(pl_decay)
+        self.pl_start_kimg, self.pl_decay = float(pl_start_kimg), float(pl_decay)
+        self.pl_batch_shrink = int(pl_batch_shrink)
         self.mixing_prob = float(mixing_prob)
         self.sampling_defaults = {"truncation_psi": float(truncation_psi), "noise_mode": noise_mode}
         self.register_buffer("pl_mean", torch.zeros((), dtype=torch.float64))  # path-length running mean
         self._generator = StyleGAN2Generator(self.latent_dim, w_dim, channels, resolution, mapping_layers,
-                                             channel_base, channel_max, self.num_classes, upsample, w_avg_beta)
+                                             channel_base, channel_max, self.num_classes, upsample,
+                                             w_avg_beta)
         self._discriminator: nn.Module = StyleGAN2Discriminator(
-            channels, resolution, channel_base, channel_max, self.num_classes, mbstd_group_size, mbstd_features)
+            channels, resolution, channel_base, channel_max, self.num_classes, mbstd_group_size,
+            mbstd_features)
         self.init_ema()
 
     @property

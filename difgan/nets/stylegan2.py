@@ -3,24 +3,25 @@ StyleGAN"), written from the paper in plain PyTorch: no custom CUDA ops, runs on
 
 Generator = mapping network z -> w, then synthesis network ws -> image:
 - mapping: pixel-norm of z (and of the label embedding when class-conditional, concatenated to z), then
-  ``mapping_layers`` equalized-lr linear layers with leaky ReLU(0.2); its learning-rate multiplier (the paper's
-  0.01) is applied by the training module as an optimizer parameter group (under Adam the same as the paper's
-  runtime weight scaling, see ``difgan.models.stylegan2``). A running mean of w (``w_avg``, a buffer) serves the
-  truncation trick.
+  ``mapping_layers`` equalized-lr linear layers with leaky ReLU(0.2); its learning-rate multiplier (the
+  paper's 0.01) is applied by the training module as an optimizer parameter group (under Adam the same as the
+  paper's runtime weight scaling, see ``difgan.models.stylegan2``). A running mean of w (``w_avg``, a buffer)
+  serves the truncation trick.
 - synthesis: a learned 4x4 constant, then per resolution 4, 8, ..., R a block of modulated and demodulated 3x3
   convolutions (the first of each block >= 8 px upsamples 2x), each followed by per-pixel noise with a learned
-  strength, a bias and leaky ReLU; every block adds its toRGB (modulated 1x1, no demodulation) to the upsampled
-  running image ("skip" architecture). ``num_ws = 2 log2(R) - 2`` style vectors: block r's convolutions use
-  consecutive ws and its toRGB shares the index of the next block's first convolution, as in the paper's code.
+  strength, a bias and leaky ReLU; every block adds its toRGB (modulated 1x1, no demodulation) to the
+  upsampled running image ("skip" architecture). ``num_ws = 2 log2(R) - 2`` style vectors: block r's
+  convolutions use consecutive ws and its toRGB shares the index of the next block's first convolution, as in
+  the paper's code.
 - upsampling: ``upsample="fir"`` (default) is the paper's: a stride-2 transposed convolution followed by the
   fixed low-pass FIR filter [1, 3, 3, 1] (outer product, normalised, gain 4); ``"bilinear"`` upsamples the
   features by bilinear interpolation before a plain modulated 3x3 convolution (4x the multiply-adds, smoother
   but blurrier early images; what plain-PyTorch ports such as stylegan2-pytorch do).
 
-Discriminator ("resnet" architecture): fromRGB (1x1) at the image's resolution, then per resolution R, ..., 8 a
-residual block (3x3 conv, 3x3 conv with 2x FIR downsampling, plus a 1x1 downsampled skip, both scaled by
-sqrt(1/2)), then at 4x4: minibatch standard deviation (``mbstd_group_size``, ``mbstd_features``), a 3x3 conv, a
-dense layer and the output layer. Class-conditional by projection (Miyato and Koyama 2018): the output layer
+Discriminator ("resnet" architecture): fromRGB (1x1) at the image's resolution, then per resolution R, ..., 8
+a residual block (3x3 conv, 3x3 conv with 2x FIR downsampling, plus a 1x1 downsampled skip, both scaled by
+sqrt(1/2)), then at 4x4: minibatch standard deviation (``mbstd_group_size``, ``mbstd_features``), a 3x3 conv,
+a dense layer and the output layer. Class-conditional by projection (Miyato and Koyama 2018): the output layer
 gives ``cmap_dim`` features whose dot product with a label embedding, over sqrt(cmap_dim), is the logit.
 
 Widths: ``channels_at(res) = min(channel_base // res, channel_max)`` (the paper's config F: 32768 and 512).
@@ -264,7 +265,8 @@ class SynthesisNetwork(nn.Module):
             idx += block.num_conv
         return starts
 
-    def forward(self, ws: Tensor, noise_mode: str = "random", generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, ws: Tensor, noise_mode: str = "random",
+                generator: torch.Generator | None = None) -> Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"unknown noise_mode {noise_mode!r}; valid: {', '.join(NOISE_MODES)}")
         x = img = None
@@ -320,7 +322,8 @@ class StyleGAN2Generator(nn.Module):
         super().__init__()
         self.z_dim, self.w_dim, self.num_classes = z_dim, w_dim, num_classes
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, num_classes)
-        self.synthesis = SynthesisNetwork(w_dim, resolution, img_channels, channel_base, channel_max, upsample)
+        self.synthesis = SynthesisNetwork(w_dim, resolution, img_channels, channel_base, channel_max,
+                                          upsample)
         self.num_ws = self.synthesis.num_ws
         self.w_avg_beta = w_avg_beta
         self.register_buffer("w_avg", torch.zeros(w_dim))  # running mean of w (truncation trick)

@@ -1,6 +1,6 @@
 """Time conditioning for any discriminator backbone by projection (Miyato and Koyama 2018), as Diffusion-GAN
-needs: D(x_t, t) = D_backbone(x_t) + <h(x_t), e(t)> / sqrt(dim), with h the backbone's penultimate features and
-e a learned or sinusoidal embedding of the diffusion step t.
+needs: D(x_t, t) = D_backbone(x_t) + <h(x_t), e(t)> / sqrt(dim), with h the backbone's penultimate features
+and e a learned or sinusoidal embedding of the diffusion step t.
 
 A backbone provides ``features_and_logit(x, labels) -> (h (B, feature_dim), logit (B,))`` and
 ``feature_dim``. Called with ``t=None`` the wrapper is exactly the backbone (the same operations), which is

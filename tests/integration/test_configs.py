@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from difgan.build import build_model
+from difgan.confdir import CONF_DIR as CONF
 from difgan.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[2] / "difgan" / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-HEAVY = {"ddpm_cifar", "ddpm_seed001", "ddpm_cosine"}  # 16-36M parameters: compose only
+# 16-50M parameters: compose only
+HEAVY = {"ddpm_cifar", "ddpm_seed001", "ddpm_cosine", "stylegan2", "stylegan2_seed001", "diffusion_gan",
+         "diffusion_gan_seed001"}
 
 
 def test_there_is_something_to_compose():

@@ -24,7 +24,8 @@ TINY = ["model=diffusion_gan", "data=stl10", "model.latent_dim=8", "model.w_dim=
 def test_diffusion_gan_on_stl10_runs_logs_and_resumes_bit_for_bit(tmp_path, stl10_root):
     def train(name: str, *more: str) -> dict:
         result = hydra_main(*TINY, f"paths.data_dir={stl10_root.data_dir}", *stl10_root.overrides,
-                            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / name}", *more)
+                            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / name}",
+                            *more)
         assert result.returncode == 0, result.stderr[-3000:]
         return load(tmp_path / name / "checkpoints" / "last.ckpt")
 

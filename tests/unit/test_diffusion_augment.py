@@ -1,9 +1,8 @@
-"""Diffusion-GAN's augmentation: the forward process at a fixed t, the t distributions, the adaptive T rule and
-its limits; and the Diffusion-GAN models on the GAN loop (switched off, diffusion_dcgan is dcgan bit for bit)."""
+"""Diffusion-GAN's augmentation: the forward process at a fixed t, the t distributions, the adaptive T rule
+and its limits; and the Diffusion-GAN models on the GAN loop (switched off, diffusion_dcgan is dcgan bit for
+bit)."""
 
 from __future__ import annotations
-
-import copy
 
 import lightning as L
 import pytest
@@ -52,7 +51,7 @@ def test_priority_sampling_frequencies_are_proportional_to_t():
 def test_adaptive_rule_raises_T_when_D_is_over_confident_on_reals_and_lowers_it_otherwise():
     aug = DiffusionAugment(t_min=10, t_max=1000, d_target=0.6, ada_interval=4, ada_kimg=1.0)
     confident = torch.full((8,), 3.0)  # every real called real: r_d = 1 > 0.6
-    for i in range(3):
+    for _ in range(3):
         assert not aug.observe(confident, 8)
     assert aug.observe(confident, 8)
     assert float(aug.r_d) == 1.0
@@ -117,7 +116,8 @@ def test_diffusion_dcgan_switched_off_trains_bit_for_bit_like_dcgan():
     torch.manual_seed(0)
     on = DiffusionDCGAN((1, 16, 16), diffusion={"ada_interval": 2, "ada_kimg": 0.1}, **kw)
     _fit(on)
-    assert not torch.equal(on.generator.state_dict()["net.0.weight"], plain.generator.state_dict()["net.0.weight"])
+    first_layer = "net.0.weight"
+    assert not torch.equal(on.generator.state_dict()[first_layer], plain.generator.state_dict()[first_layer])
     assert int(on.augment.num_updates) == N_BATCHES
     assert set(on.extra_logs()) == {"diffusion/p", "diffusion/T", "diffusion/r_d"}
 

@@ -1,6 +1,6 @@
-"""StyleGAN2 networks and training pieces against their definitions: the batched modulated convolution equals a
-per-sample loop, demodulation and equalized lr keep unit scale, R1 and path length are the formulas, truncation
-and style mixing do what the paper says. Tiny widths throughout."""
+"""StyleGAN2 networks and training pieces against their definitions: the batched modulated convolution equals
+a per-sample loop, demodulation and equalized lr keep unit scale, R1 and path length are the formulas,
+truncation and style mixing do what the paper says. Tiny widths throughout."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from difgan.nets.stylegan2 import (
     EqualizedLinear,
     StyleGAN2Discriminator,
     StyleGAN2Generator,
+    fir_kernel,
     mix_styles,
     modulated_conv2d,
     upsample_fir,
-    fir_kernel,
 )
 
 TINY = dict(latent_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8)
@@ -183,7 +183,8 @@ def test_mapping_network_is_its_own_parameter_group():
     c = 4 / 5  # lazy path-length correction of G's lr
     assert opt_g.param_groups[0]["lr"] == pytest.approx(2e-3 * c)
     assert opt_g.param_groups[1]["lr"] == pytest.approx(2e-5 * c)
-    assert {id(p) for p in opt_g.param_groups[1]["params"]} == {id(p) for p in model.generator.mapping.parameters()}
+    mapping = {id(p) for p in model.generator.mapping.parameters()}
+    assert {id(p) for p in opt_g.param_groups[1]["params"]} == mapping
     assert opt_d.param_groups[0]["betas"] == pytest.approx((0.0, 0.99 ** (16 / 17)))
     absolute = StyleGAN2((1, 16, 16), mapping_lr=1e-5, pl_weight=0, **TINY).configure_optimizers()[0]
     assert absolute.param_groups[1]["lr"] == pytest.approx(1e-5)
