@@ -29,9 +29,9 @@ def test_diffusion_gan_on_stl10_runs_logs_and_resumes_bit_for_bit(tmp_path, stl1
         assert result.returncode == 0, result.stderr[-3000:]
         return load(tmp_path / name / "checkpoints" / "last.ckpt")
 
-    # max_kimg, not max_steps: lazy regularisers step the optimizers too, so global_step runs ahead of batches
-    first = train("first", "max_kimg=0.032")  # 39 training images, batch 8: one epoch is 4 batches
-    assert first["difgan"]["batches_seen"] == 4
+    # epochs, not max_steps: lazy regularisers step the optimizers too, so global_step runs ahead of batches
+    first = train("first", "trainer.max_epochs=1")  # 39 training images, batch 8: 5 batches an epoch
+    assert first["difgan"]["batches_seen"] == 5
     state = first["state_dict"]
     assert float(state["augment.p"]) > 0 and int(state["augment.T"]) > 10  # the fixture's D grows T at once
     with open(tmp_path / "first" / "logs" / "metrics.csv") as f:
@@ -39,8 +39,8 @@ def test_diffusion_gan_on_stl10_runs_logs_and_resumes_bit_for_bit(tmp_path, stl1
     assert {"diffusion/p", "diffusion/T", "diffusion/r_d", "train/r1", "train/pl"} <= set(rows[0])
     assert any(r["diffusion/T"] for r in rows)
 
-    straight = train("straight", "max_kimg=0.064")
-    resumed = train("resumed", "max_kimg=0.064", f"ckpt_path={tmp_path / 'first'}")
+    straight = train("straight", "trainer.max_epochs=2")
+    resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first'}")
     for key in ("augment.p", "augment.T", "augment.r_d", "pl_mean"):
         assert torch.equal(resumed["state_dict"][key], straight["state_dict"][key]), key
         assert resumed["state_dict"][key].dtype == straight["state_dict"][key].dtype
