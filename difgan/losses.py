@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -58,6 +59,24 @@ def r1_penalty(real_logits: Tensor, real_inputs: Tensor) -> Tensor:
     can be backpropagated into D. The caller multiplies by gamma / 2 (and by the lazy interval)."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_inputs, create_graph=True)
     return grad.square().flatten(1).sum(1).mean()
+
+
+def path_lengths(images: Tensor, ws: Tensor, noise: Tensor | None = None) -> Tensor:
+    """||J_w^T y|| per sample (Karras et al. 2020, eq. 4): the generator's Jacobian with respect to its styles
+    ``ws`` (B, num_ws, w_dim), applied to image-space noise y ~ N(0, I) / sqrt(H W) (``noise`` may be given);
+    the squared norm is summed over w_dim and averaged over the style layers. The graph is kept."""
+    if noise is None:
+        noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
+    return grad.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def path_length_penalty(lengths: Tensor, pl_mean: Tensor, decay: float = 0.01) -> tuple[Tensor, Tensor]:
+    """(E (||J^T y|| - a)^2, new a): ``a`` is the running mean of path lengths, moved by ``decay`` towards
+    this batch's mean before the penalty is taken (as in the paper's code). The caller multiplies by
+    ``pl_weight`` (and by the lazy interval) and stores the new mean."""
+    new_mean = pl_mean.lerp(lengths.detach().mean().to(pl_mean.dtype), decay)
+    return (lengths - new_mean.to(lengths.dtype)).square().mean(), new_mean
 
 
 def instance_noise(images: Tensor, std: float) -> Tensor:

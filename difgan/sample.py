@@ -9,12 +9,13 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from difgan.callbacks.samples import grid_labels, save_grid
+from difgan.callbacks.samples import grid_labels
 from difgan.checkpoint import load_generative_module, resolve_checkpoint
 from difgan.confdir import CONF_DIR
 from difgan.devices import pick_device
 from difgan.errors import ConfigError, run_reporting_errors
 from difgan.guidance import guidance_from_config
+from difgan.samples_io import FORMATS, default_name, write_samples
 
 # Top-level shorthands for the most used sampling options (sampler=ddim is sample_options.sampler=ddim).
 SHORTHANDS = ("sampler", "sampling_steps", "eta", "guidance_scale")
@@ -63,6 +64,9 @@ def sample(cfg: DictConfig) -> Path:
     check_keys(cfg)
     if cfg.n < 1:
         raise ConfigError("n", f"must be positive, got {cfg.n}")
+    fmt = str(cfg.get("format", "png"))
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"unknown {fmt!r}; valid: {', '.join(FORMATS)}")
     ckpt = resolve_checkpoint(cfg.ckpt_path)
     device = pick_device(cfg.device)
     module, run_cfg = load_generative_module(ckpt, map_location=device)
@@ -84,9 +88,8 @@ def sample(cfg: DictConfig) -> Path:
     images = sample_in_batches(module, cfg.n, labels, cfg.batch_size, generator, use_ema=cfg.use_ema,
                                **options)
     stamp = time.strftime('%Y%m%d-%H%M%S') + f"_{time.time_ns() // 1000 % 1_000_000:06d}"
-    default_out = ckpt.parent.parent / "samples" / f"sample_{stamp}.png"
-    out = Path(cfg.out) if cfg.out else default_out
-    save_grid(images, out)
+    default_out = ckpt.parent.parent / "samples" / default_name(fmt, f"sample_{stamp}")
+    out = write_samples(images, Path(cfg.out) if cfg.out else default_out, fmt)
     print(f"{cfg.n} samples from {ckpt} ({'EMA' if cfg.use_ema and module.ema is not None else 'raw'} weights"
           f"{', ' + ', '.join(f'{k}={v}' for k, v in options.items()) if options else ''}) -> {out}")
     return out

@@ -76,9 +76,19 @@ class DCGANDiscriminator(nn.Module):
         layers += [nn.Conv2d(width, 1, base, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
+        self.feature_dim = width
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def _with_label_plane(self, x: Tensor, labels: Tensor | None) -> Tensor:
         if self.label_plane is not None:
             plane = self.label_plane(labels).view(-1, 1, self.resolution, self.resolution)
             x = torch.cat([x, plane], dim=1)
-        return self.net(x).flatten()
+        return x
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.net(self._with_label_plane(x, labels)).flatten()
+
+    def features_and_logit(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(last feature map averaged over its base grid (B, feature_dim), logit (B,)): for projection
+        conditioning (``TimeConditionedDiscriminator``)."""
+        h = self.net[:-1](self._with_label_plane(x, labels))
+        return h.mean(dim=(2, 3)), self.net[-1](h).flatten()

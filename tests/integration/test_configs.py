@@ -24,7 +24,10 @@ DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # The impossible pairs and the key each must name; every other pair must build.
 UNFIT_28PX = {"mnist": "model.unet.channel_mult", "mnist_offline": "model.unet.channel_mult"}
+STYLEGAN2 = ("stylegan2", "stylegan2_digits", "stylegan2_seed001", "diffusion_gan", "diffusion_gan_digits",
+             "diffusion_gan_seed001")
 IMPOSSIBLE = {
+    **{(m, d): "data.resolution" for m in STYLEGAN2 for d in UNFIT_28PX},  # powers of two only
     **{("ddpm_cifar", d): key for d, key in UNFIT_28PX.items()},      # 4 levels: 28 px halves twice only
     **{("ddpm_cosine", d): key for d, key in UNFIT_28PX.items()},
     **{("ddpm_cosine", d): "model.unet.attention_resolutions"         # attention at 4 px: a 32 px network
@@ -44,7 +47,11 @@ def _compose(*overrides: str):
 
 def _narrow(model: str) -> list[str]:
     cfg = _compose(f"model={model}")
-    return ["model.unet.channels=8"] if "unet" in cfg.model else ["model.base_channels=8"]
+    if "unet" in cfg.model:
+        return ["model.unet.channels=8"]
+    if "channel_max" in cfg.model:  # StyleGAN2 backbones
+        return ["model.channel_max=16", "model.w_dim=32", "model.latent_dim=32"]
+    return ["model.base_channels=8"]
 
 
 @functools.cache
