@@ -167,5 +167,7 @@ def sweep_failed() -> str | None:
     bad = [j for j in LAST_SUMMARY["jobs"] if j["status"] != "completed"]
     if not bad:
         return None
+    first = bad[0].get("error")
     return (f"{len(bad)} of {len(LAST_SUMMARY['jobs'])} sweep jobs did not complete "
-            f"(job {', '.join(str(j.get('num')) for j in bad)}); see {LAST_SUMMARY['path']}")
+            f"(job {', '.join(str(j.get('num')) for j in bad)})"
+            + (f"; job {bad[0].get('num')}: {first}" if first else "") + f"; see {LAST_SUMMARY['path']}")

@@ -68,7 +68,9 @@ def test_unknown_class_name_names_data_classes(tmp_path, cifar10_root):
 
 def test_multirun_with_local_ddp_is_refused(base):
     line = one_line_error(hydra_main("-m", *base, "trainer=ddp", "seed=0,1"))
-    assert line.startswith("error: config error: trainer.strategy: "), line
+    # A sweep goes on past failed jobs; its one line names them and the first job's error.
+    assert line.startswith("error: 2 of 2 sweep jobs did not complete"), line
+    assert "job 0: config error: trainer.strategy: " in line, line
     assert "trainer=ddp_spawn" in line and "hydra/launcher=slurm" in line
 
 
