@@ -2,8 +2,9 @@
 
 ``StepwiseGAN`` (on ``GANModule``) owns the pieces the two have in common, once:
 - the noise schedule of their ``steps`` levels (``schedule``: linear | cosine | vp, ``difgan.diffusion``);
-- the UNet backbone config (``unet``, small CPU defaults) and the time embedding (``t_embedding``:
-  learned | sinusoidal), shared by generator and discriminator;
+- the generator's backbone (``backbone``: ``encdec``, the DCGAN-style encoder-decoder ``channels`` wide,
+  cheap on a CPU; or ``unet``, the DDPM UNet configured by ``unet``) and the time embedding
+  (``t_embedding``: learned | sinusoidal), shared by generator and discriminator;
 - the time-conditioned discriminator ``TimeConditionedDiscriminator`` (``d_channels`` wide);
 - lazy R1 on real discriminator inputs (``r1_gamma``, ``r1_interval``; the subclass says which inputs);
 - optional cosine learning-rate decay over ``lr_decay_kimg`` thousand images to ``lr_decay_min``;
@@ -27,9 +28,11 @@ from difgan.models.gan import GANModule, GANStep, Regularizer
 from difgan.models.unet_config import build_unet, unet_options
 from difgan.nets.dcgan import base_grid
 from difgan.nets.embeddings import TIME_EMBEDDINGS
+from difgan.nets.encdec import EncoderDecoder
 from difgan.nets.time_discriminator import TimeConditionedDiscriminator
 from difgan.validation import check_choice, check_int, require
 
+BACKBONES = ("encdec", "unet")
 SMALL_UNET: dict[str, Any] = {
     "channels": 32,
     "channel_mult": (1, 2, 2),
@@ -47,7 +50,8 @@ class StepwiseGAN(GANModule, abc.ABC):
     def __init__(self, image_shape, num_classes: int = 0, ema: dict | None = None, steps: int = 4,
                  schedule: str = "cosine", beta_start: float = 1e-4, beta_end: float = 0.02,
                  cosine_s: float = 0.008, vp_beta_min: float = 0.1, vp_beta_max: float = 20.0,
-                 t_embedding: str = "learned", unet: dict | None = None, d_channels: int = 32,
+                 t_embedding: str = "learned", backbone: str = "encdec", channels: int = 32,
+                 unet: dict | None = None, d_channels: int = 32,
                  r1_gamma: float = 0.0, r1_interval: int = 16, lr_decay_kimg: float | None = None,
                  lr_decay_min: float = 0.0, **gan_options):
         if num_classes:
@@ -63,6 +67,8 @@ class StepwiseGAN(GANModule, abc.ABC):
         check_int("model.steps", steps)
         check_choice("model.schedule", schedule, SCHEDULES)
         check_choice("model.t_embedding", t_embedding, TIME_EMBEDDINGS)
+        check_choice("model.backbone", backbone, BACKBONES)
+        check_int("model.channels", channels)
         check_int("model.d_channels", d_channels)
         require("model.r1_gamma", r1_gamma, r1_gamma >= 0)
         check_int("model.r1_interval", r1_interval)
@@ -76,6 +82,7 @@ class StepwiseGAN(GANModule, abc.ABC):
             key = {"linear": "beta_start", "cosine": "cosine_s", "vp": "vp_beta_min"}[schedule]
             raise ConfigError(f"model.{key}", str(e)) from None
         self.schedule_name, self.t_embedding = schedule, t_embedding
+        self.backbone, self.channels = backbone, int(channels)
         self.unet_options = unet_options(SMALL_UNET, unet)
         self.d_channels = int(d_channels)
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
@@ -84,6 +91,8 @@ class StepwiseGAN(GANModule, abc.ABC):
     # ----------------------------------------------------------------- building blocks for subclasses
     def build_backbone(self, **extra) -> nn.Module:
         channels, resolution, _ = self.image_shape
+        if self.backbone == "encdec":
+            return EncoderDecoder(channels, resolution, self.channels, self.t_embedding, self.steps, **extra)
         return build_unet(self.unet_options, channels, resolution, time_embedding_kind=self.t_embedding,
                           num_timesteps=self.steps, **extra)
 
