@@ -29,8 +29,8 @@ def save_grid(images: torch.Tensor, path: Path) -> Path:
 
 
 def trajectory_strip(xs: list[torch.Tensor], max_frames: int) -> tuple[torch.Tensor, int]:
-    """((rows * frames, C, H, W), frames): each sample's states left to right, at most ``max_frames`` of them evenly
-    picked (the first and the last always), for one grid with a row per sample."""
+    """((rows * frames, C, H, W), frames): each sample's states left to right, at most ``max_frames`` of
+    them evenly picked (the first and the last always), for one grid with a row per sample."""
     picks = sorted({round(i * (len(xs) - 1) / max(max_frames - 1, 1)) for i in range(max_frames)})
     frames = torch.stack([xs[i] for i in picks], dim=1)  # (rows, frames, C, H, W)
     return frames.flatten(0, 1), len(picks)

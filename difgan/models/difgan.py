@@ -108,7 +108,8 @@ class DifGAN(StepwiseGAN):
             if self.real_noising == "clean" or level == 0:
                 cache[level] = step.real
             else:
-                cache[level] = q_sample(self.schedule, step.real, self.timesteps(step.real.shape[0], level - 1))
+                t = self.timesteps(step.real.shape[0], level - 1)
+                cache[level] = q_sample(self.schedule, step.real, t)
         return cache[level]
 
     def judge(self, images: Tensor, level: int) -> Tensor:

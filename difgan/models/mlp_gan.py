@@ -23,7 +23,8 @@ class MLPGAN(GANModule):
         if latent_dim == "image":
             latent_dim = math.prod(int(s) for s in image_shape)
         if not isinstance(latent_dim, int):
-            raise ConfigError("model.latent_dim", f"must be a positive integer or 'image', got {latent_dim!r}")
+            raise ConfigError("model.latent_dim",
+                              f"must be a positive integer or 'image', got {latent_dim!r}")
         super().__init__(image_shape, num_classes, ema, latent_dim=latent_dim, **gan_options)
         require("model.dropout", dropout, 0 <= dropout < 1)
         for key, widths in (("g_hidden", g_hidden), ("d_hidden", d_hidden)):

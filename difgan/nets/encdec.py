@@ -22,8 +22,9 @@ from difgan.nets.embeddings import time_embedding
 
 
 class EncoderDecoder(nn.Module):
-    def __init__(self, in_channels: int, resolution: int, channels: int = 32, time_embedding_kind: str = "learned",
-                 num_timesteps: int = 0, cond_dim: int = 0, out_channels: int | None = None):
+    def __init__(self, in_channels: int, resolution: int, channels: int = 32,
+                 time_embedding_kind: str = "learned", num_timesteps: int = 0, cond_dim: int = 0,
+                 out_channels: int | None = None):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be positive, got {channels}")
@@ -35,13 +36,16 @@ class EncoderDecoder(nn.Module):
         widths = [channels * min(2**i, 8) for i in range(k + 1)]  # widths[i]: at resolution / 2^i
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1) for i in range(k))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 4, 2, 1) for i in reversed(range(k)))
-        self.bias = nn.ModuleList(nn.Linear(emb_dim, w) for w in [widths[0], *widths[1:], *reversed(widths[:-1])])
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 4, 2, 1)
+                                for i in reversed(range(k)))
+        bias_widths = [widths[0], *widths[1:], *reversed(widths[:-1])]  # conv_in, down, up
+        self.bias = nn.ModuleList(nn.Linear(emb_dim, w) for w in bias_widths)
         self.conv_out = nn.Conv2d(channels, out_channels or in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None,
+                cond: Tensor | None = None) -> Tensor:
         emb = self.time_embed(t)
         if self.cond_embed is not None:
             if cond is None:

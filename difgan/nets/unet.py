@@ -15,8 +15,9 @@ Residual block: GroupNorm -> SiLU -> conv3x3 -> + Linear(SiLU(embedding)) -> Gro
 timestep embedding through a 2-layer MLP (``channels`` -> 4 ``channels``), plus an optional class embedding
 with a null class for classifier-free guidance. Options for the hybrids: ``time_embedding_kind="learned"``
 (a lookup table over ``num_timesteps`` discrete steps instead of sinusoids) and ``cond_dim`` (a vector, e.g.
-DDGAN's latent z, through a 2-layer mapping network added to the embedding, so it reaches every block). Attention is single- or multi-head softmax attention over
-all positions (``F.scaled_dot_product_attention``), with a zero-initialised output projection.
+DDGAN's latent z, through a 2-layer mapping network added to the embedding, so it reaches every block).
+Attention is single- or multi-head softmax attention over all positions
+(``F.scaled_dot_product_attention``), with a zero-initialised output projection.
 
 Ho et al.'s CIFAR-10 network is ``UNet(3, 32, channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
 attention_resolutions=(16,), dropout=0.1)``: 35.7M parameters. Resolutions must be divisible by
@@ -259,7 +260,8 @@ class UNet(nn.Module):
             emb = emb + self.cond_embed(cond)
         return F.silu(emb)
 
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None,
+                cond: Tensor | None = None) -> Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.embedding(t, labels, cond)
