@@ -202,6 +202,7 @@ def test_trajectory_last_frame_is_the_sample(build):
     assert torch.equal(images, same) and torch.equal(traj.xs[-1].clamp(-1, 1), images)
     assert traj.stacked().shape == (5, 2, *SHAPE) and torch.equal(traj.xs[0], noise)
     assert traj.timesteps == [3, 2, 1, 0, -1]
+    assert model.sample_protocol()["generator_calls"] == 4  # what metrics.json records
 
 
 def test_mlp_gans_and_config_errors():
