@@ -51,6 +51,7 @@ class StepwiseGAN(GANModule, abc.ABC):
                  schedule: str = "cosine", beta_start: float = 1e-4, beta_end: float = 0.02,
                  cosine_s: float = 0.008, vp_beta_min: float = 0.1, vp_beta_max: float = 20.0,
                  t_embedding: str = "learned", backbone: str = "encdec", channels: int = 32,
+                 encdec_norm: bool = True,
                  unet: dict | None = None, d_channels: int = 32,
                  r1_gamma: float = 0.0, r1_interval: int = 16, lr_decay_kimg: float | None = None,
                  lr_decay_min: float = 0.0, **gan_options):
@@ -82,7 +83,7 @@ class StepwiseGAN(GANModule, abc.ABC):
             key = {"linear": "beta_start", "cosine": "cosine_s", "vp": "vp_beta_min"}[schedule]
             raise ConfigError(f"model.{key}", str(e)) from None
         self.schedule_name, self.t_embedding = schedule, t_embedding
-        self.backbone, self.channels = backbone, int(channels)
+        self.backbone, self.channels, self.encdec_norm = backbone, int(channels), bool(encdec_norm)
         self.unet_options = unet_options(SMALL_UNET, unet)
         self.d_channels = int(d_channels)
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
@@ -92,7 +93,8 @@ class StepwiseGAN(GANModule, abc.ABC):
     def build_backbone(self, **extra) -> nn.Module:
         channels, resolution, _ = self.image_shape
         if self.backbone == "encdec":
-            return EncoderDecoder(channels, resolution, self.channels, self.t_embedding, self.steps, **extra)
+            return EncoderDecoder(channels, resolution, self.channels, self.t_embedding, self.steps,
+                                  norm=self.encdec_norm, **extra)
         return build_unet(self.unet_options, channels, resolution, time_embedding_kind=self.t_embedding,
                           num_timesteps=self.steps, **extra)
 

@@ -4,9 +4,11 @@ Encoder: a 3x3 convolution to ``channels``, then stride-2 4x4 convolutions down 
 (4 px for 16, 32, 64 px; 7 px for 28 px), widths doubling (at most 8x); decoder: stride-2 4x4 transposed
 convolutions back up, each adding the encoder's activation of the same size (U-Net-like additive skips);
 a 3x3 output convolution (zero-initialised, so an untrained network outputs 0). After every convolution a
-per-channel bias from the embedding of t (learned or sinusoidal) and of an optional vector ``cond``
-(DDGAN's z, through a 2-layer mapping network), then LeakyReLU(0.2). No normalisation layers: batch
-statistics would mix the chain's steps, and GroupNorm dominates the CPU time of small networks.
+GroupNorm (at most 8 groups; ``norm=False`` drops it), a per-channel bias from the embedding of t (learned
+or sinusoidal) and of an optional vector ``cond`` (DDGAN's z, through a 2-layer mapping network), then
+LeakyReLU(0.2). GroupNorm rather than batch norm: batch statistics would mix the chain's steps. Without any
+normalisation the generator's pre-activations drifted until its tanh output saturated at black on the
+digits (measured; experiments/digits_budget).
 
 ``forward(x (B, C, H, W), t (B,), labels=None, cond (B, cond_dim) or None) -> (B, out_channels, H, W)``,
 the same call as the suite's UNet.
@@ -19,12 +21,13 @@ from torch import Tensor, nn
 
 from difgan.nets.dcgan import base_grid
 from difgan.nets.embeddings import time_embedding
+from difgan.nets.unet import norm_groups
 
 
 class EncoderDecoder(nn.Module):
     def __init__(self, in_channels: int, resolution: int, channels: int = 32,
                  time_embedding_kind: str = "learned", num_timesteps: int = 0, cond_dim: int = 0,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, norm: bool = True):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be positive, got {channels}")
@@ -38,8 +41,10 @@ class EncoderDecoder(nn.Module):
         self.down = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1) for i in range(k))
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 4, 2, 1)
                                 for i in reversed(range(k)))
-        bias_widths = [widths[0], *widths[1:], *reversed(widths[:-1])]  # conv_in, down, up
-        self.bias = nn.ModuleList(nn.Linear(emb_dim, w) for w in bias_widths)
+        layer_widths = [widths[0], *widths[1:], *reversed(widths[:-1])]  # conv_in, down, up
+        self.bias = nn.ModuleList(nn.Linear(emb_dim, w) for w in layer_widths)
+        self.norms = nn.ModuleList(nn.GroupNorm(norm_groups(w, 8), w) if norm else nn.Identity()
+                                   for w in layer_widths)
         self.conv_out = nn.Conv2d(channels, out_channels or in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
@@ -52,10 +57,11 @@ class EncoderDecoder(nn.Module):
                 raise ValueError("this network was built with cond_dim > 0: pass cond")
             emb = emb + self.cond_embed(cond)
         emb = F.silu(emb)
-        biases = iter(self.bias)
+        layers = iter(zip(self.norms, self.bias))
 
         def act(h: Tensor) -> Tensor:
-            return F.leaky_relu(h + next(biases)(emb)[:, :, None, None], 0.2)
+            norm, bias = next(layers)
+            return F.leaky_relu(norm(h) + bias(emb)[:, :, None, None], 0.2)
 
         h = act(self.conv_in(x))
         skips = [h]
