@@ -58,7 +58,7 @@ class StepwiseGAN(GANModule, abc.ABC):
         if num_classes:
             raise ConfigError("model.conditional", f"{type(self).__name__} is unconditional here")
         super().__init__(image_shape, num_classes, ema, **gan_options)
-        channels, height, width = self.image_shape
+        _, height, width = self.image_shape
         if height != width:
             raise ConfigError("data.resolution", f"needs square images, got {height}x{width}")
         try:
@@ -83,7 +83,8 @@ class StepwiseGAN(GANModule, abc.ABC):
             key = {"linear": "beta_start", "cosine": "cosine_s", "vp": "vp_beta_min"}[schedule]
             raise ConfigError(f"model.{key}", str(e)) from None
         self.schedule_name, self.t_embedding = schedule, t_embedding
-        self.backbone, self.channels, self.encdec_norm = backbone, int(channels), bool(encdec_norm)
+        self.backbone, self.backbone_channels = backbone, int(channels)
+        self.encdec_norm = bool(encdec_norm)
         self.unet_options = unet_options(SMALL_UNET, unet)
         self.d_channels = int(d_channels)
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
@@ -93,7 +94,7 @@ class StepwiseGAN(GANModule, abc.ABC):
     def build_backbone(self, **extra) -> nn.Module:
         channels, resolution, _ = self.image_shape
         if self.backbone == "encdec":
-            return EncoderDecoder(channels, resolution, self.channels, self.t_embedding, self.steps,
+            return EncoderDecoder(channels, resolution, self.backbone_channels, self.t_embedding, self.steps,
                                   norm=self.encdec_norm, **extra)
         return build_unet(self.unet_options, channels, resolution, time_embedding_kind=self.t_embedding,
                           num_timesteps=self.steps, **extra)

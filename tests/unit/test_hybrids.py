@@ -205,6 +205,11 @@ def test_trajectory_last_frame_is_the_sample(build):
     assert model.sample_protocol()["generator_calls"] == 4  # what metrics.json records
 
 
+def test_backbone_width_is_the_configured_one():
+    assert difgan(channels=6).generator.backbone.conv_in.out_channels == 6  # not the image's channels
+    assert ddgan(channels=5, backbone="encdec").generator.backbone.conv_in.out_channels == 5
+
+
 def test_mlp_gans_and_config_errors():
     high = MLPGAN(SHAPE, latent_dim="image", g_hidden=[8], d_hidden=[8])
     assert high.noise_shape == (256,) and high.sample(3).shape == (3, *SHAPE)
