@@ -6,9 +6,9 @@ convolutions back up, each adding the encoder's activation of the same size (U-N
 a 3x3 output convolution (zero-initialised, so an untrained network outputs 0). After every convolution a
 GroupNorm (at most 8 groups; ``norm=False`` drops it), a per-channel bias from the embedding of t (learned
 or sinusoidal) and of an optional vector ``cond`` (DDGAN's z, through a 2-layer mapping network), then
-LeakyReLU(0.2). GroupNorm rather than batch norm: batch statistics would mix the chain's steps. Without any
-normalisation the generator's pre-activations drifted until its tanh output saturated at black on the
-digits (measured; experiments/digits_budget).
+LeakyReLU(0.2). GroupNorm rather than batch norm: batch statistics would mix the chain's steps (DCGAN's
+batch norm is what keeps its generator's pre-activations in range; without any normalisation, a first
+version's tanh output saturated at black on the digits).
 
 ``forward(x (B, C, H, W), t (B,), labels=None, cond (B, cond_dim) or None) -> (B, out_channels, H, W)``,
 the same call as the suite's UNet.
