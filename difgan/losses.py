@@ -89,3 +89,46 @@ def annealed(start: float, images_seen: int, over_kimg: float) -> float:
     if over_kimg <= 0:
         return start
     return start * max(0.0, 1.0 - images_seen / (over_kimg * 1000.0))
+
+
+STEP_WEIGHTINGS = ("uniform", "increasing", "final_only")
+
+
+def step_weights(kind: str | list | tuple, steps: int) -> list[float]:
+    """Per-step loss weights eta_k of a ``steps``-step generator (seed 003, algorithm 4), in chain order:
+    entry i belongs to the i-th generator output, the last entry to the final image.
+
+    ``uniform``: 1/T each; ``increasing``: proportional to i + 1 (toward the final image), summing to 1;
+    ``final_only``: only the final image (a plain GAN on the chain's output); a list of ``steps`` numbers:
+    used as given (not normalised). Raises ValueError for anything else."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if isinstance(kind, str):
+        if kind == "uniform":
+            return [1.0 / steps] * steps
+        if kind == "increasing":
+            total = steps * (steps + 1) / 2
+            return [(i + 1) / total for i in range(steps)]
+        if kind == "final_only":
+            return [0.0] * (steps - 1) + [1.0]
+        raise ValueError(f"unknown weighting {kind!r}; valid: {', '.join(STEP_WEIGHTINGS)} or a list of "
+                         f"{steps} numbers")
+    weights = [float(w) for w in kind]
+    if len(weights) != steps:
+        raise ValueError(f"an explicit weight list needs one number per step ({steps}), got {len(weights)}")
+    if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise ValueError(f"weights must be non-negative with at least one positive, got {weights}")
+    return weights
+
+
+def weighted_sum(weights: list[float], term: Callable[[int], Tensor]) -> Tensor:
+    """sum_i weights[i] * term(i), skipping (never evaluating) terms whose weight is 0."""
+    total: Tensor | None = None
+    for i, w in enumerate(weights):
+        if w == 0:
+            continue
+        value = w * term(i)
+        total = value if total is None else total + value
+    if total is None:
+        raise ValueError("all weights are zero")
+    return total

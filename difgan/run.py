@@ -87,7 +87,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, datamodule) -> list[L.Callba
                                        else ckpt.get("every_n_epochs", 1)),
                        filename="{epoch}-{step}"),
         SampleGrid(run_dir / "samples", cb.samples.every_n_batches, cb.samples.n, cb.samples.use_ema,
-                   cfg.seed),
+                   cfg.seed, cb.samples.get("trajectory_rows", 8), cb.samples.get("trajectory_frames", 11)),
     ]
     if cb.get("resources", {}).get("enabled", True):
         callbacks.append(ResourceMonitor())

@@ -8,6 +8,7 @@ from difgan.diffusion.process import (
     q_mean_variance,
     q_posterior,
     q_sample,
+    q_sample_pair,
     sample_timesteps,
 )
 from difgan.diffusion.samplers import (
@@ -28,7 +29,14 @@ from difgan.diffusion.samplers import (
     posterior_step,
     sample_loop,
 )
-from difgan.diffusion.schedules import SCHEDULES, NoiseSchedule, cosine_betas, linear_betas, make_betas
+from difgan.diffusion.schedules import (
+    SCHEDULES,
+    NoiseSchedule,
+    cosine_betas,
+    linear_betas,
+    make_betas,
+    vp_betas,
+)
 
 __all__ = [
     "SAMPLERS",
@@ -57,6 +65,8 @@ __all__ = [
     "q_mean_variance",
     "q_posterior",
     "q_sample",
+    "q_sample_pair",
     "sample_loop",
     "sample_timesteps",
+    "vp_betas",
 ]

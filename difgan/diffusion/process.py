@@ -37,6 +37,21 @@ def q_sample(
     )
 
 
+def q_sample_pair(
+    schedule: NoiseSchedule, x0: Tensor, t: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """A real pair (x_{t-1}, x_t) for each sample's 0-based ``t``: x_{t-1} ~ q(x_{t-1} | x_0) (x_0 itself
+    where t = 0) and x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), one step of the forward
+    chain (DDGAN's real discriminator inputs, Xiao et al. 2022, eq. 4)."""
+    prev = q_sample(schedule, x0, (t - 1).clamp(min=0), generator=generator)
+    first = (t == 0).reshape(-1, *([1] * (x0.ndim - 1)))
+    prev = torch.where(first, x0, prev)
+    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    xt = (schedule.extract("alphas", t, x0.ndim, x0.dtype).sqrt() * prev
+          + schedule.extract("betas", t, x0.ndim, x0.dtype).sqrt() * noise)
+    return prev, xt
+
+
 def q_posterior(schedule: NoiseSchedule, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
     mean = (

@@ -46,7 +46,8 @@ from difgan.diffusion import (
 )
 from difgan.errors import ConfigError
 from difgan.models.base import GenerativeModule
-from difgan.nets.unet import UNet, level_resolutions, resolve_attention
+from difgan.models.unet_config import build_unet, unet_options
+from difgan.nets.unet import UNet
 from difgan.validation import check_int, require
 
 # The ``model.unet`` keys and their defaults: UNet's own keyword defaults (the one place they are written).
@@ -116,13 +117,7 @@ class DDPM(GenerativeModule):
                 stacklevel=2,
             )
 
-        self.unet_options = {**UNET_DEFAULTS,
-                             **{k: v for k, v in (dict(unet) if unet else {}).items() if v is not None}}
-        unknown = set(self.unet_options) - set(UNET_DEFAULTS)
-        if unknown:
-            raise ConfigError(
-                f"model.unet.{sorted(unknown)[0]}", f"unknown key; valid: {', '.join(UNET_DEFAULTS)}"
-            )
+        self.unet_options = unet_options(UNET_DEFAULTS, unet)
         self.unet = self._build_unet(channels, height)
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
@@ -139,33 +134,7 @@ class DDPM(GenerativeModule):
         self.init_ema()
 
     def _build_unet(self, channels: int, resolution: int) -> UNet:
-        o = self.unet_options
-        mult = tuple(int(m) for m in o["channel_mult"])
-        try:
-            sizes = level_resolutions(resolution, len(mult))
-        except ValueError as e:
-            raise ConfigError("model.unet.channel_mult", f"{e} (data.resolution={resolution})") from None
-        attn = o["attention_resolutions"]
-        attn = list(attn) if attn is not None and not isinstance(attn, str | int) else attn
-        try:
-            resolve_attention(attn, sizes)
-        except ValueError as e:
-            raise ConfigError("model.unet.attention_resolutions", str(e)) from None
-        try:
-            return UNet(
-                channels,
-                resolution,
-                channels=int(o["channels"]),
-                channel_mult=mult,
-                num_res_blocks=int(o["num_res_blocks"]),
-                attention_resolutions=attn,
-                dropout=float(o["dropout"]),
-                num_classes=self.num_classes,
-                attention_heads=int(o["attention_heads"]),
-                mid_attention=bool(o["mid_attention"]),
-            )
-        except ValueError as e:
-            raise ConfigError("model.unet", str(e)) from None
+        return build_unet(self.unet_options, channels, resolution, num_classes=self.num_classes)
 
     # ----------------------------------------------------------------- GenerativeModule
     def sampling_network(self) -> nn.Module:

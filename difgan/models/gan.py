@@ -197,9 +197,13 @@ class GANModule(GenerativeModule, abc.ABC):
     def g_loss(self, fake_logits: Tensor) -> Tensor:
         return LOSSES[self.loss_name][1](fake_logits)
 
+    def real_images(self, step: GANStep) -> Tensor:
+        """What the discriminator is shown as real: the batch (DDGAN: its noised x_{t-1})."""
+        return step.real
+
     def discriminator_loss(self, step: GANStep) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, real logits, fake logits) of the discriminator update."""
-        real_logits = self.discriminate(step, step.real, real=True)
+        real_logits = self.discriminate(step, self.real_images(step), real=True)
         fake_logits = self.discriminate(step, step.fake.detach(), real=False)
         return self.d_loss(real_logits, fake_logits), real_logits, fake_logits
 

@@ -4,6 +4,8 @@ time-conditioned discriminators of Diffusion-GAN and discriminator guidance).
 - ``sinusoidal_embedding``: Vaswani et al.'s position encoding of a (possibly fractional) timestep, in
   Ho et al.'s layout (sines then cosines, frequencies 10000^(-i / (half - 1))).
 - ``TimestepEmbedding``: sinusoidal features through a 2-layer SiLU MLP (Ho et al.: dim -> 4 dim -> 4 dim).
+- ``LearnedTimestepEmbedding``: a learned vector per discrete step (a lookup table) through the same MLP,
+  for models with few steps (DifGAN, DDGAN); ``time_embedding(kind, ...)`` picks one of the two by name.
 - ``ClassEmbedding``: a learned vector per class plus one extra "null" class (index ``num_classes``), the
   unconditional input of classifier-free guidance; labels < 0 (unlabelled) map to it too, and
   ``drop_labels`` replaces labels by it at random during training (label dropout).
@@ -57,6 +59,36 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(self.sinusoid(t))
+
+
+class LearnedTimestepEmbedding(nn.Module):
+    """A learned ``dim``-vector per integer step in ``[0, num_steps)`` -> Linear -> SiLU -> Linear, to
+    ``out_dim``: the same interface as ``TimestepEmbedding`` for models with a handful of discrete steps."""
+
+    def __init__(self, num_steps: int, dim: int, out_dim: int | None = None):
+        super().__init__()
+        if num_steps < 1:
+            raise ValueError(f"a learned timestep embedding needs at least one step, got {num_steps}")
+        out_dim = out_dim or 4 * dim
+        self.table = nn.Embedding(num_steps, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.out_dim = out_dim
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(self.table(t.long()))
+
+
+TIME_EMBEDDINGS = ("sinusoidal", "learned")
+
+
+def time_embedding(kind: str, dim: int, out_dim: int | None = None, num_steps: int = 0) -> nn.Module:
+    """``"sinusoidal"`` (``TimestepEmbedding``) or ``"learned"`` (``LearnedTimestepEmbedding`` over
+    ``num_steps`` discrete steps): (B,) timesteps -> (B, out_dim)."""
+    if kind == "sinusoidal":
+        return TimestepEmbedding(dim, out_dim)
+    if kind == "learned":
+        return LearnedTimestepEmbedding(num_steps, dim, out_dim)
+    raise ValueError(f"unknown time embedding {kind!r}; valid: {', '.join(TIME_EMBEDDINGS)}")
 
 
 class ClassEmbedding(nn.Module):

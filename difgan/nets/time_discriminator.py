@@ -11,6 +11,9 @@ Two backbones:
 - ``UNetEncoderDiscriminator``: the frozen encoder (down path and middle) of a trained DDPM UNet as feature
   extractor with a small trained head: the role of the pretrained ADM classifier in Kim et al., built from
   the diffusion model the user already has. The encoder's weights never receive gradients.
+- ``TimeConditionedDiscriminator``: DCGAN's layout without normalisation (R1 needs per-sample gradients), the
+  time embedding (learned table or sinusoidal) as a per-channel bias after every convolution, and an optional
+  conditioning image concatenated on channels: DifGAN's D(z_k, k) and DDGAN's D(x_{t-1}, t | x_t).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difgan.nets.embeddings import TimestepEmbedding
+from difgan.nets.dcgan import base_grid
+from difgan.nets.embeddings import TimestepEmbedding, time_embedding
 
 
 def _groups(channels: int) -> int:
@@ -125,3 +129,35 @@ class UNetEncoderDiscriminator(nn.Module):
         if self.class_embed is not None and labels is not None:
             logit = logit + (self.class_embed(labels.long()) * h).sum(1)
         return logit
+
+
+class TimeConditionedDiscriminator(nn.Module):
+    """``forward(x (B, C, H, W), t (B,) int, cond (B, C', H, W) or None) -> (B,)`` logits."""
+
+    def __init__(self, in_channels: int, resolution: int, base_channels: int = 32, num_steps: int = 4,
+                 time_embedding_kind: str = "learned", cond_channels: int = 0, max_width: int = 512):
+        super().__init__()
+        base, k = base_grid(resolution)
+        self.cond_channels = int(cond_channels)
+        emb_dim = 4 * base_channels
+        self.time_embed = time_embedding(time_embedding_kind, base_channels, emb_dim, num_steps)
+        widths = [min(base_channels * 2**i, max_width) for i in range(k)]
+        self.convs = nn.ModuleList()
+        self.time_bias = nn.ModuleList()
+        ch = in_channels + self.cond_channels
+        for w in widths:
+            self.convs.append(nn.Conv2d(ch, w, 4, 2, 1))
+            self.time_bias.append(nn.Linear(emb_dim, w))
+            ch = w
+        self.out = nn.Conv2d(ch, 1, base, 1, 0)
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.cond_channels:
+            if cond is None:
+                raise ValueError("this discriminator takes a conditioning image (cond)")
+            x = torch.cat([x, cond], dim=1)
+        emb = F.silu(self.time_embed(t))
+        h = x
+        for conv, bias in zip(self.convs, self.time_bias):
+            h = F.leaky_relu(conv(h) + bias(emb)[:, :, None, None], 0.2)
+        return self.out(h).flatten()

@@ -13,8 +13,11 @@ Layout, for ``channel_mult`` of length L and ``num_res_blocks`` N:
 Residual block: GroupNorm -> SiLU -> conv3x3 -> + Linear(SiLU(embedding)) -> GroupNorm -> SiLU -> dropout
 -> conv3x3 (zero-initialised), plus a 1x1 shortcut when the width changes. The embedding is the sinusoidal
 timestep embedding through a 2-layer MLP (``channels`` -> 4 ``channels``), plus an optional class embedding
-with a null class for classifier-free guidance. Attention is single- or multi-head softmax attention over
-all positions (``F.scaled_dot_product_attention``), with a zero-initialised output projection.
+with a null class for classifier-free guidance. Options for the hybrids: ``time_embedding_kind="learned"``
+(a lookup table over ``num_timesteps`` discrete steps instead of sinusoids) and ``cond_dim`` (a vector, e.g.
+DDGAN's latent z, through a 2-layer mapping network added to the embedding, so it reaches every block).
+Attention is single- or multi-head softmax attention over all positions
+(``F.scaled_dot_product_attention``), with a zero-initialised output projection.
 
 Ho et al.'s CIFAR-10 network is ``UNet(3, 32, channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
 attention_resolutions=(16,), dropout=0.1)``: 35.7M parameters. Resolutions must be divisible by
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difgan.nets.embeddings import ClassEmbedding, TimestepEmbedding
+from difgan.nets.embeddings import ClassEmbedding, time_embedding
 
 
 def norm_groups(channels: int, max_groups: int = 32) -> int:
@@ -173,6 +176,9 @@ class UNet(nn.Module):
         mid_attention: bool = True,
         norm_max_groups: int = 32,
         out_channels: int | None = None,
+        time_embedding_kind: str = "sinusoidal",
+        num_timesteps: int = 0,
+        cond_dim: int = 0,
     ):
         super().__init__()
         if channels < 1 or num_res_blocks < 1 or not channel_mult or min(channel_mult) < 1:
@@ -190,7 +196,10 @@ class UNet(nn.Module):
         def attention(ch: int, size: int) -> nn.Module:
             return AttentionBlock(ch, attention_heads, g) if size in attn_at else nn.Identity()
 
-        self.time_embed = TimestepEmbedding(channels, emb_dim)
+        self.time_embed = time_embedding(time_embedding_kind, channels, emb_dim, num_timesteps)
+        # an extra conditioning vector (DDGAN's latent z) through a small mapping network into the embedding
+        self.cond_embed = (nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                           if cond_dim > 0 else None)
         self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes > 0 else None
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
 
@@ -241,17 +250,22 @@ class UNet(nn.Module):
     def null_label(self) -> int | None:
         return self.class_embed.null_label if self.class_embed is not None else None
 
-    def embedding(self, t: Tensor, labels: Tensor | None) -> Tensor:
+    def embedding(self, t: Tensor, labels: Tensor | None, cond: Tensor | None = None) -> Tensor:
         emb = self.time_embed(t)
         if self.class_embed is not None:
             emb = emb + self.class_embed(labels, batch_size=t.shape[0])
+        if self.cond_embed is not None:
+            if cond is None:
+                raise ValueError("this UNet was built with cond_dim > 0: pass cond")
+            emb = emb + self.cond_embed(cond)
         return F.silu(emb)
 
-    def _encode(self, x: Tensor, t: Tensor, labels: Tensor | None) -> tuple[Tensor, list[Tensor], Tensor]:
+    def _encode(self, x: Tensor, t: Tensor, labels: Tensor | None,
+                cond: Tensor | None = None) -> tuple[Tensor, list[Tensor], Tensor]:
         """The down path and the middle: (features at the lowest resolution, skips, embedding)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        emb = self.embedding(t, labels)
+        emb = self.embedding(t, labels, cond)
         h = self.conv_in(x)
         skips = [h]
         for level in self.down:
@@ -269,8 +283,9 @@ class UNet(nn.Module):
         encoder a time-conditioned discriminator can reuse (``UNetEncoderDiscriminator``)."""
         return self._encode(x, t, labels)[0]
 
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        h, skips, emb = self._encode(x, t, labels)
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None,
+                cond: Tensor | None = None) -> Tensor:
+        h, skips, emb = self._encode(x, t, labels, cond)
         for level in self.up:
             for block, attn in zip(level.blocks, level.attentions):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
