@@ -121,30 +121,3 @@ class ClassEmbedding(nn.Module):
             return labels
         drop = torch.rand(labels.shape, device=labels.device, generator=generator) < p
         return torch.where(drop, torch.full_like(labels, self.null_label), labels)
-
-
-class LearnedTimestepEmbedding(nn.Module):
-    """A learned ``dim``-vector per integer timestep 0..``num_timesteps``, then Linear -> SiLU -> Linear."""
-
-    def __init__(self, num_timesteps: int, dim: int, out_dim: int | None = None):
-        super().__init__()
-        out_dim = out_dim or dim
-        self.table = nn.Embedding(int(num_timesteps) + 1, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
-        self.out_dim = out_dim
-
-    def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(self.table(t.long()))
-
-
-TIME_EMBEDDINGS = ("learned", "sinusoidal")
-
-
-def time_embedding(kind: str, dim: int, num_timesteps: int, out_dim: int | None = None) -> nn.Module:
-    """``learned`` (a table over 0..num_timesteps) or ``sinusoidal`` (``TimestepEmbedding``), both ending
-    in a 2-layer SiLU MLP to ``out_dim`` (default ``dim``)."""
-    if kind == "learned":
-        return LearnedTimestepEmbedding(num_timesteps, dim, out_dim)
-    if kind == "sinusoidal":
-        return TimestepEmbedding(dim, out_dim or dim)
-    raise ValueError(f"unknown time embedding {kind!r}; valid: {', '.join(TIME_EMBEDDINGS)}")

@@ -22,8 +22,9 @@ class TimeConditionedDiscriminator(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = int(backbone.feature_dim)
-        self.t_embed = time_embedding(t_embedding, embed_dim or self.feature_dim, num_timesteps,
-                                      out_dim=self.feature_dim)
+        # t lies in {0, ..., num_timesteps}: a learned table needs num_timesteps + 1 rows
+        self.t_embed = time_embedding(t_embedding, embed_dim or self.feature_dim, out_dim=self.feature_dim,
+                                      num_steps=num_timesteps + 1)
 
     def forward(self, x: Tensor, labels: Tensor | None = None, t: Tensor | None = None) -> Tensor:
         if t is None:
