@@ -30,6 +30,7 @@ IMPOSSIBLE = {
     **{(m, d): "data.resolution" for m in STYLEGAN2 for d in UNFIT_28PX},  # powers of two only
     **{("ddpm_cifar", d): key for d, key in UNFIT_28PX.items()},      # 4 levels: 28 px halves twice only
     **{("ddpm_cosine", d): key for d, key in UNFIT_28PX.items()},
+    **{("ddgan_cifar", d): key for d, key in UNFIT_28PX.items()},     # the paper's 4-level CIFAR-10 UNet
     **{("ddpm_cosine", d): "model.unet.attention_resolutions"         # attention at 4 px: a 32 px network
        for d in ("celeba", "image_folder", "stl10")},
 }
@@ -51,7 +52,11 @@ def _narrow(model: str) -> list[str]:
         return ["model.unet.channels=8"]
     if "channel_max" in cfg.model:  # StyleGAN2 backbones
         return ["model.channel_max=16", "model.w_dim=32", "model.latent_dim=32"]
-    return ["model.base_channels=8"]
+    if "base_channels" in cfg.model:
+        return ["model.base_channels=8"]
+    if "channels" in cfg.model and "d_channels" in cfg.model:  # DifGAN, DDGAN
+        return ["model.channels=8", "model.d_channels=8"]
+    return []  # the MLP GANs: ~2M parameters as configured
 
 
 @functools.cache
