@@ -39,14 +39,6 @@ class DDGAN(StepwiseGAN):
         self._discriminator = self.build_discriminator(cond_channels=self.image_shape[0])
         self.init_ema()
 
-    @property
-    def generator(self) -> nn.Module:
-        return self._generator
-
-    @property
-    def discriminator(self) -> nn.Module:
-        return self._discriminator
-
     def denoise(self, net: nn.Module, x_t: Tensor, t: Tensor, noise: Tensor | None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """One generator step: (x_{t-1} ~ q(x_{t-1} | x_t, x_0'), x_0' = G(x_t, z, t)) with z drawn here."""

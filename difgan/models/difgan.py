@@ -62,14 +62,6 @@ class DifGAN(StepwiseGAN):
         except ValueError as e:
             raise ConfigError(f"model.{key}", str(e)) from None
 
-    @property
-    def generator(self) -> nn.Module:
-        return self._generator
-
-    @property
-    def discriminator(self) -> nn.Module:
-        return self._discriminator
-
     # ----------------------------------------------------------------- the chain
     def level(self, i: int) -> int:
         """The level k of the chain's i-th output (i = 0: z_{T-1}, ..., i = T - 1: z_0, the image)."""

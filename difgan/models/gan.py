@@ -110,13 +110,14 @@ class GANModule(GenerativeModule, abc.ABC):
                               "weight_decay": float(s["weight_decay"])}
         return settings
 
+    # Subclasses build their two networks into ``self._generator`` and ``self._discriminator``.
     @property
-    @abc.abstractmethod
-    def generator(self) -> nn.Module: ...
+    def generator(self) -> nn.Module:
+        return self._generator
 
     @property
-    @abc.abstractmethod
-    def discriminator(self) -> nn.Module: ...
+    def discriminator(self) -> nn.Module:
+        return self._discriminator
 
     # ----------------------------------------------------------------- GenerativeModule
     def sampling_network(self) -> nn.Module:
@@ -285,11 +286,3 @@ class DCGAN(GANModule):
         return (DCGANGenerator(self.latent_dim, channels, resolution, base_channels, self.num_classes,
                                label_dim),
                 DCGANDiscriminator(channels, resolution, base_channels, self.num_classes))
-
-    @property
-    def generator(self) -> nn.Module:
-        return self._generator
-
-    @property
-    def discriminator(self) -> nn.Module:
-        return self._discriminator

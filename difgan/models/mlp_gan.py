@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from difgan.errors import ConfigError
 from difgan.models.gan import GANModule
 from difgan.nets.mlp import MLPDiscriminator, MLPGenerator
@@ -32,11 +30,3 @@ class MLPGAN(GANModule):
         self._generator = MLPGenerator(self.latent_dim, self.image_shape, g_hidden)
         self._discriminator = MLPDiscriminator(self.image_shape, d_hidden, dropout)
         self.init_ema()
-
-    @property
-    def generator(self) -> nn.Module:
-        return self._generator
-
-    @property
-    def discriminator(self) -> nn.Module:
-        return self._discriminator

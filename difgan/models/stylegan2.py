@@ -96,14 +96,6 @@ class StyleGAN2(GANModule):
             mbstd_features)
         self.init_ema()
 
-    @property
-    def generator(self) -> StyleGAN2Generator:
-        return self._generator
-
-    @property
-    def discriminator(self) -> nn.Module:
-        return self._discriminator
-
     # ----------------------------------------------------------------- optimizers and regularisers
     def param_groups(self, network: str) -> list[dict]:
         if network == "d":
