@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from difgan.errors import ConfigError
@@ -29,3 +30,12 @@ def check_int(key: str, value: Any, minimum: int | None = 1, allow_none: bool = 
 def check_choice(key: str, value: Any, choices: tuple | list | dict) -> None:
     if value not in choices:
         raise ConfigError(key, f"unknown value {value!r}; valid: {', '.join(map(str, choices))}")
+
+
+def check_resolution(fits: Callable[[int], Any], resolution: int) -> None:
+    """``fits(resolution)`` is a network's own check (raising ValueError for sizes it cannot build); its
+    message becomes a ``ConfigError`` naming ``data.resolution``."""
+    try:
+        fits(resolution)
+    except ValueError as e:
+        raise ConfigError("data.resolution", str(e)) from None

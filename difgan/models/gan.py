@@ -36,7 +36,7 @@ from difgan.errors import ConfigError
 from difgan.losses import LOSSES, annealed, discriminator_bce, instance_noise
 from difgan.models.base import GenerativeModule
 from difgan.nets.dcgan import DCGANDiscriminator, DCGANGenerator, base_grid
-from difgan.validation import check_int, require
+from difgan.validation import check_int, check_resolution, require
 
 OPTIM_KEYS = ("lr", "betas", "eps", "weight_decay")
 
@@ -278,10 +278,7 @@ class DCGAN(GANModule):
 
     def build_networks(self, base_channels: int, label_dim: int) -> tuple[nn.Module, nn.Module]:
         channels, resolution, _ = self.image_shape
-        try:
-            base_grid(resolution)
-        except ValueError as e:
-            raise ConfigError("data.resolution", str(e)) from None
+        check_resolution(base_grid, resolution)
         check_int("model.base_channels", base_channels)
         return (DCGANGenerator(self.latent_dim, channels, resolution, base_channels, self.num_classes,
                                label_dim),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from difgan.errors import ConfigError
 from difgan.losses import path_length_penalty, path_lengths, r1_penalty
 from difgan.models.gan import GANModule, GANStep, Regularizer
 from difgan.nets.stylegan2 import (
@@ -35,7 +34,7 @@ from difgan.nets.stylegan2 import (
     stylegan_resolutions,
     truncate,
 )
-from difgan.validation import check_choice, check_int, require
+from difgan.validation import check_choice, check_int, check_resolution, require
 
 SAMPLE_OPTIONS = ("truncation_psi", "noise_mode")
 
@@ -53,10 +52,7 @@ class StyleGAN2(GANModule):
         super().__init__(image_shape, num_classes, ema, latent_dim=latent_dim, lr=lr, betas=betas, loss=loss,
                          **gan_options)
         channels, resolution, _ = self.image_shape
-        try:
-            stylegan_resolutions(resolution)
-        except ValueError as e:
-            raise ConfigError("data.resolution", str(e)) from None
+        check_resolution(stylegan_resolutions, resolution)
         check_int("model.w_dim", w_dim)
         check_int("model.mapping_layers", mapping_layers)
         check_int("model.channel_base", channel_base)

@@ -17,8 +17,8 @@ HYBRID = ["model.channels=4", "model.d_channels=4", "model.steps=2"]
 TINY = {
     "gan": ["model.g_hidden=[16]", "model.d_hidden=[16]", "model.latent_dim=8"],
     "gan_highdim": ["model.g_hidden=[16]", "model.d_hidden=[16]"],
-    "difgan": [*HYBRID, "model.real_noising=matched", "model.weights_g=increasing", "model.r1_gamma=0.1",
-               "model.r1_interval=2"],
+    # the difgan_matched config itself (real_noising: matched), so the named variant is exercised
+    "difgan_matched": [*HYBRID, "model.weights_g=increasing", "model.r1_gamma=0.1", "model.r1_interval=2"],
     "ddgan": [*HYBRID, "model.latent_dim=4", "model.r1_interval=2", "model.lr_decay_kimg=0.1"],
 }
 
@@ -53,9 +53,11 @@ def _sample_and_interpolate(run_dir, tmp_path):
 
 def test_difgan_trains_samples_interpolates(tmp_path, mnist_root):
     run_dir = tmp_path / "run"
-    _run(run_dir, mnist_root.data_dir, "difgan", "trainer.max_steps=4", "callbacks.samples.trajectory_rows=2")
+    _run(run_dir, mnist_root.data_dir, "difgan_matched", "trainer.max_steps=4",
+         "callbacks.samples.trajectory_rows=2")
     ckpt = load(run_dir / "checkpoints" / "last.ckpt")
     assert ckpt["difgan"]["batches_seen"] == 2
+    assert ckpt["difgan"]["config"]["model"]["real_noising"] == "matched"
     assert any(k.startswith("ema.averaged.") for k in ckpt["state_dict"])
     _sample_and_interpolate(run_dir, tmp_path)
 
