@@ -42,14 +42,9 @@ class DDGAN(StepwiseGAN):
     def denoise(self, net: nn.Module, x_t: Tensor, t: Tensor, noise: Tensor | None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """One generator step: (x_{t-1} ~ q(x_{t-1} | x_t, x_0'), x_0' = G(x_t, z, t)) with z drawn here."""
-        z = self.draw_latent(x_t.shape[0], generator)
+        z = self.draw_latent(x_t.shape[0], self.latent_dim, generator)
         x0 = net(x_t, t, z)
         return samplers.posterior_step(self.schedule, x_t, t, x0, noise, "posterior"), x0
-
-    def draw_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        if generator is None:
-            return torch.randn(n, self.latent_dim, device=self.device)
-        return torch.randn(n, self.latent_dim, generator=generator, device=generator.device).to(self.device)
 
     # ----------------------------------------------------------------- the adversarial steps
     def make_fake(self, step: GANStep) -> Tensor:

@@ -16,6 +16,11 @@ with ``model.loss`` (default the non-saturating logistic loss) for d_loss / g_lo
 Levels: z_k, k = T..0, with z_T the pure-noise input; the schedule's 0-based index k - 1 is level k (so
 z_T ~ N(0, I) is the schedule's last, pure-noise, level) and level 0 is the clean image.
 
+``step_latent_dim`` > 0: every step also receives a fresh latent u ~ N(0, I) of that size through the
+backbone's conditioning input (DDGAN's route for its z), z_{k-1} = G(z_k, k, u_k): the chain becomes
+stochastic and its diversity no longer has to come from the image-shaped z_T alone (the seed's collapse);
+0 (default) is the seed's deterministic chain.
+
 ``detach_between_steps``: each step is trained on its own (detached) input, truncated backprop, so the
 chain's memory does not grow with T; ``gradient_checkpointing``: full backprop, recomputing each step's
 activations in the backward pass (memory of one step, ~1.3x the compute).
@@ -33,7 +38,7 @@ from difgan.losses import step_weights, weighted_sum
 from difgan.models.gan import GANStep
 from difgan.models.stepwise_gan import StepwiseGAN
 from difgan.nets.step_generators import StepGenerator
-from difgan.validation import check_choice
+from difgan.validation import check_choice, check_int
 
 REAL_NOISING = ("clean", "matched")
 
@@ -41,16 +46,20 @@ REAL_NOISING = ("clean", "matched")
 class DifGAN(StepwiseGAN):
     def __init__(self, image_shape, num_classes: int = 0, ema: dict | None = None,
                  real_noising: str = "clean", weights_d="uniform", weights_g="uniform",
-                 detach_between_steps: bool = False, gradient_checkpointing: bool = False, **options):
+                 detach_between_steps: bool = False, gradient_checkpointing: bool = False,
+                 step_latent_dim: int = 0, **options):
         options.setdefault("loss", "logistic")
         super().__init__(image_shape, num_classes, ema, latent_dim=1, **options)
         check_choice("model.real_noising", real_noising, REAL_NOISING)
+        check_int("model.step_latent_dim", step_latent_dim, minimum=0)
+        self.step_latent_dim = int(step_latent_dim)
         self.real_noising = real_noising
         self.weights_d = self._weights("weights_d", weights_d)
         self.weights_g = self._weights("weights_g", weights_g)
         self.detach_between_steps = bool(detach_between_steps)
         self.gradient_checkpointing = bool(gradient_checkpointing)
-        self._generator = StepGenerator(self.build_backbone(), squash_all=real_noising == "clean")
+        self._generator = StepGenerator(self.build_backbone(cond_dim=self.step_latent_dim),
+                                        squash_all=real_noising == "clean")
         self._discriminator = self.build_discriminator()
         self.init_ema()
 
@@ -67,21 +76,24 @@ class DifGAN(StepwiseGAN):
         """The level k of the chain's i-th output (i = 0: z_{T-1}, ..., i = T - 1: z_0, the image)."""
         return self.steps - 1 - i
 
-    def chain(self, net: nn.Module, z_T: Tensor, training: bool = False) -> list[Tensor]:
-        """[z_{T-1}, ..., z_0]: ``net`` applied T times from ``z_T`` (training: with the backprop options)."""
+    def chain(self, net: nn.Module, z_T: Tensor, training: bool = False,
+              generator: torch.Generator | None = None) -> list[Tensor]:
+        """[z_{T-1}, ..., z_0]: ``net`` applied T times from ``z_T`` (training: with the backprop options);
+        per-step latents, when configured, come from ``generator``."""
         outputs, z = [], z_T
         for k in range(self.steps, 0, -1):  # z_k -> z_{k-1}, 0-based timestep k - 1
             t = self.timesteps(z.shape[0], k - 1)
+            u = self.draw_latent(len(z), self.step_latent_dim, generator) if self.step_latent_dim else None
             x = z.detach() if training and self.detach_between_steps else z
             if training and self.gradient_checkpointing and torch.is_grad_enabled():
-                z = checkpoint(net, x, t, use_reentrant=False)
+                z = checkpoint(net, x, t, u, use_reentrant=False)
             else:
-                z = net(x, t)
+                z = net(x, t, u)
             outputs.append(z)
         return outputs
 
     def run_chain(self, net, x_T, generator, trajectory: Trajectory | None) -> Tensor:
-        outputs = self.chain(net, x_T)
+        outputs = self.chain(net, x_T, generator=generator)
         if trajectory is not None:
             trajectory.timesteps = list(range(self.steps - 1, -2, -1))
             trajectory.xs = [x_T.detach().clone(), *(z.detach().clone() for z in outputs)]

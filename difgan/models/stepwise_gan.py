@@ -5,7 +5,8 @@
 - the generator's backbone (``backbone``: ``encdec``, the DCGAN-style encoder-decoder ``channels`` wide,
   cheap on a CPU; or ``unet``, the DDPM UNet configured by ``unet``) and the time embedding
   (``t_embedding``: learned | sinusoidal), shared by generator and discriminator;
-- the time-conditioned discriminator ``TimeConditionedDiscriminator`` (``d_channels`` wide);
+- the time-conditioned discriminator ``TimeConditionedDiscriminator`` (``d_channels`` wide, with a
+  minibatch-standard-deviation feature over groups of ``d_mbstd_group_size`` when it is > 0);
 - lazy R1 on real discriminator inputs (``r1_gamma``, ``r1_interval``; the subclass says which inputs);
 - optional cosine learning-rate decay over ``lr_decay_kimg`` thousand images to ``lr_decay_min``;
 - sampling: ``noise_shape`` is the image's, ``sample`` runs the chain (``run_chain``), and
@@ -28,6 +29,7 @@ from difgan.models.gan import GANModule, GANStep, Regularizer
 from difgan.models.unet_config import build_unet, unet_options
 from difgan.nets.dcgan import base_grid
 from difgan.nets.embeddings import TIME_EMBEDDINGS
+from difgan.nets.encdec import NORMS as ENCDEC_NORMS
 from difgan.nets.encdec import EncoderDecoder
 from difgan.nets.time_discriminator import TimeConditionedDiscriminator
 from difgan.validation import check_choice, check_int, require
@@ -51,8 +53,8 @@ class StepwiseGAN(GANModule, abc.ABC):
                  schedule: str = "cosine", beta_start: float = 1e-4, beta_end: float = 0.02,
                  cosine_s: float = 0.008, vp_beta_min: float = 0.1, vp_beta_max: float = 20.0,
                  t_embedding: str = "learned", backbone: str = "encdec", channels: int = 32,
-                 encdec_norm: bool = True,
-                 unet: dict | None = None, d_channels: int = 32,
+                 encdec_norm: str = "group",
+                 unet: dict | None = None, d_channels: int = 32, d_mbstd_group_size: int = 0,
                  r1_gamma: float = 0.0, r1_interval: int = 16, lr_decay_kimg: float | None = None,
                  lr_decay_min: float = 0.0, **gan_options):
         if num_classes:
@@ -71,6 +73,7 @@ class StepwiseGAN(GANModule, abc.ABC):
         check_choice("model.backbone", backbone, BACKBONES)
         check_int("model.channels", channels)
         check_int("model.d_channels", d_channels)
+        check_int("model.d_mbstd_group_size", d_mbstd_group_size, minimum=0)
         require("model.r1_gamma", r1_gamma, r1_gamma >= 0)
         check_int("model.r1_interval", r1_interval)
         require("model.lr_decay_kimg", lr_decay_kimg, lr_decay_kimg is None or lr_decay_kimg > 0)
@@ -84,9 +87,10 @@ class StepwiseGAN(GANModule, abc.ABC):
             raise ConfigError(f"model.{key}", str(e)) from None
         self.schedule_name, self.t_embedding = schedule, t_embedding
         self.backbone, self.backbone_channels = backbone, int(channels)
-        self.encdec_norm = bool(encdec_norm)
+        check_choice("model.encdec_norm", encdec_norm, ENCDEC_NORMS)
+        self.encdec_norm = encdec_norm
         self.unet_options = unet_options(SMALL_UNET, unet)
-        self.d_channels = int(d_channels)
+        self.d_channels, self.d_mbstd_group_size = int(d_channels), int(d_mbstd_group_size)
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
         self.lr_decay_kimg, self.lr_decay_min = lr_decay_kimg, float(lr_decay_min)
 
@@ -102,10 +106,18 @@ class StepwiseGAN(GANModule, abc.ABC):
     def build_discriminator(self, cond_channels: int = 0) -> nn.Module:
         channels, resolution, _ = self.image_shape
         return TimeConditionedDiscriminator(channels, resolution, self.d_channels, self.steps,
-                                            self.t_embedding, cond_channels)
+                                            self.t_embedding, cond_channels,
+                                            mbstd_group_size=self.d_mbstd_group_size)
 
     def timesteps(self, n: int, t: int) -> Tensor:
         return torch.full((n,), int(t), device=self.device, dtype=torch.long)
+
+    def draw_latent(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
+        """A per-step latent (n, dim) ~ N(0, I) (DDGAN's z; DifGAN's optional u), from ``generator`` when
+        given (reproducible sampling), else from the global RNG (training)."""
+        if generator is None:
+            return torch.randn(n, dim, device=self.device)
+        return torch.randn(n, dim, generator=generator, device=generator.device).to(self.device)
 
     # ----------------------------------------------------------------- R1
     def r1_loss(self, step: GANStep) -> Tensor:

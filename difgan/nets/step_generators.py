@@ -1,8 +1,9 @@
 """Generators of the models that generate in a few steps, as thin heads on a time-conditioned backbone
 (the suite's UNet, ``forward(x, t, labels=None, cond=None)``):
 
-- ``StepGenerator`` (DifGAN): z_{k-1} = G(z_k, k), the backbone's output through tanh on the final step
+- ``StepGenerator`` (DifGAN): z_{k-1} = G(z_k, k[, u]), the backbone's output through tanh on the final step
   (an image in [-1, 1]) and, with ``squash_all``, on every step (intermediates judged against clean images);
+  an optional per-step latent u enters through the backbone's conditioning input, as DDGAN's z does;
 - ``X0Generator`` (DDGAN): x_0 = G(x_t, z, t), tanh of the backbone's output, with the latent z reaching every
   block through the backbone's conditioning input (``cond_dim``).
 
@@ -20,8 +21,8 @@ class StepGenerator(nn.Module):
         super().__init__()
         self.backbone, self.squash_all = backbone, bool(squash_all)
 
-    def forward(self, z: Tensor, t: Tensor) -> Tensor:
-        h = self.backbone(z, t)
+    def forward(self, z: Tensor, t: Tensor, u: Tensor | None = None) -> Tensor:
+        h = self.backbone(z, t) if u is None else self.backbone(z, t, cond=u)
         if self.squash_all:
             return torch.tanh(h)
         final = (t == 0).reshape(-1, *([1] * (h.ndim - 1)))

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difgan.nets.minibatch_stddev import minibatch_stddev
+
 NOISE_MODES = ("random", "const", "none")
 UPSAMPLE_MODES = ("fir", "bilinear")
 LRELU_GAIN = math.sqrt(2.0)
@@ -345,22 +347,6 @@ class StyleGAN2Generator(nn.Module):
 
 
 # ----------------------------------------------------------------------------- discriminator
-def minibatch_stddev(x: Tensor, group_size: int = 4, num_features: int = 1) -> Tensor:
-    """Karras et al. 2018: per group of ``group_size`` samples, the standard deviation of every feature over
-    the group, averaged over channels (in ``num_features`` slices) and pixels, appended as extra feature maps.
-    The group size shrinks to a divisor of the batch when it does not divide it."""
-    b, c, h, w = x.shape
-    g = min(group_size, b)
-    while b % g:
-        g -= 1
-    f = num_features
-    y = x.reshape(g, -1, f, c // f, h, w)                 # [G, B/G, F, C/F, H, W]
-    y = (y - y.mean(dim=0)).square().mean(dim=0)          # variance over the group
-    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))             # [B/G, F]
-    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)         # [B, F, H, W]
-    return torch.cat([x, y], dim=1)
-
-
 class DiscriminatorBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()

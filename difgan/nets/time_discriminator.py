@@ -13,7 +13,9 @@ Two backbones:
   the diffusion model the user already has. The encoder's weights never receive gradients.
 - ``TimeConditionedDiscriminator``: DCGAN's layout without normalisation (R1 needs per-sample gradients), the
   time embedding (learned table or sinusoidal) as a per-channel bias after every convolution, and an optional
-  conditioning image concatenated on channels: DifGAN's D(z_k, k) and DDGAN's D(x_{t-1}, t | x_t).
+  conditioning image concatenated on channels: DifGAN's D(z_k, k) and DDGAN's D(x_{t-1}, t | x_t). With
+  ``mbstd_group_size`` > 0, a minibatch-standard-deviation feature map joins the last grid before the output
+  convolution (DDGAN's discriminators have it; it is what stops DifGAN's chain ignoring its input noise).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from difgan.nets.dcgan import base_grid
 from difgan.nets.embeddings import TimestepEmbedding, time_embedding
+from difgan.nets.minibatch_stddev import minibatch_stddev
 
 
 def _groups(channels: int) -> int:
@@ -135,10 +138,12 @@ class TimeConditionedDiscriminator(nn.Module):
     """``forward(x (B, C, H, W), t (B,) int, cond (B, C', H, W) or None) -> (B,)`` logits."""
 
     def __init__(self, in_channels: int, resolution: int, base_channels: int = 32, num_steps: int = 4,
-                 time_embedding_kind: str = "learned", cond_channels: int = 0, max_width: int = 512):
+                 time_embedding_kind: str = "learned", cond_channels: int = 0, max_width: int = 512,
+                 mbstd_group_size: int = 0):
         super().__init__()
         base, k = base_grid(resolution)
         self.cond_channels = int(cond_channels)
+        self.mbstd_group_size = int(mbstd_group_size)
         emb_dim = 4 * base_channels
         self.time_embed = time_embedding(time_embedding_kind, base_channels, emb_dim, num_steps)
         widths = [min(base_channels * 2**i, max_width) for i in range(k)]
@@ -149,7 +154,7 @@ class TimeConditionedDiscriminator(nn.Module):
             self.convs.append(nn.Conv2d(ch, w, 4, 2, 1))
             self.time_bias.append(nn.Linear(emb_dim, w))
             ch = w
-        self.out = nn.Conv2d(ch, 1, base, 1, 0)
+        self.out = nn.Conv2d(ch + (1 if self.mbstd_group_size else 0), 1, base, 1, 0)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.cond_channels:
@@ -160,4 +165,6 @@ class TimeConditionedDiscriminator(nn.Module):
         h = x
         for conv, bias in zip(self.convs, self.time_bias):
             h = F.leaky_relu(conv(h) + bias(emb)[:, :, None, None], 0.2)
+        if self.mbstd_group_size:
+            h = minibatch_stddev(h, self.mbstd_group_size)
         return self.out(h).flatten()

@@ -24,6 +24,9 @@ from difgan.models.ddgan import DDGAN
 from difgan.models.difgan import DifGAN
 from difgan.models.gan import GANModule, GANStep
 from difgan.models.mlp_gan import MLPGAN
+from difgan.nets.encdec import StepBatchNorm
+from difgan.nets.minibatch_stddev import minibatch_stddev
+from difgan.nets.time_discriminator import TimeConditionedDiscriminator
 
 SHAPE = (1, 16, 16)
 TINY = {"channels": 4, "d_channels": 4}
@@ -193,7 +196,11 @@ def test_vp_schedule_matches_the_sde():
     assert s.terminal_signal() < 0.01
 
 
-@pytest.mark.parametrize("build", [difgan, ddgan])
+def difgan_with_step_latent() -> DifGAN:
+    return difgan(step_latent_dim=3)
+
+
+@pytest.mark.parametrize("build", [difgan, ddgan, difgan_with_step_latent])
 def test_trajectory_last_frame_is_the_sample(build):
     model = build()
     noise = torch.randn(2, *SHAPE)
@@ -205,9 +212,79 @@ def test_trajectory_last_frame_is_the_sample(build):
     assert model.sample_protocol()["generator_calls"] == 4  # what metrics.json records
 
 
+def test_difgan_step_latent_makes_the_chain_stochastic_and_reproducible():
+    """step_latent_dim > 0: the same z_T gives different images under different latents (drawn from the
+    sampling generator, so a seed reproduces them); 0 is the seed's deterministic chain."""
+    model = difgan(step_latent_dim=3)
+    nn.init.normal_(model.generator.backbone.conv_out.weight)  # zero-initialised: make the output depend on u
+    noise = torch.randn(2, *SHAPE)
+
+    def draw(seed, m=model):
+        return m.sample(2, noise=noise, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(1), draw(1)) and not torch.allclose(draw(1), draw(2))
+    assert model.generator.backbone.cond_embed[0].in_features == 3
+    plain = difgan()
+    nn.init.normal_(plain.generator.backbone.conv_out.weight)
+    assert plain.generator.backbone.cond_embed is None
+    assert torch.equal(draw(1, plain), draw(2, plain))
+    with pytest.raises(ConfigError) as e:
+        difgan(step_latent_dim=-2)
+    assert e.value.key == "model.step_latent_dim"
+
+
+def test_step_batch_norm_keeps_statistics_per_timestep():
+    """A batch with mixed timesteps is normalised step by step, exactly as separate calls would; each step's
+    running statistics see only that step's activations (sampling in eval mode is then per step)."""
+    torch.manual_seed(0)
+    norm = StepBatchNorm(3, num_steps=2)
+    h, t = torch.randn(8, 3, 4, 4), torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
+    h[t == 1] = h[t == 1] * 5 + 2  # step 1's activations have their own scale and mean
+    out = norm(h, t)
+    reference = StepBatchNorm(3, num_steps=2)
+    for step in (0, 1):
+        torch.testing.assert_close(out[t == step], reference.norms[step](h[t == step]))
+        torch.testing.assert_close(norm.norms[step].running_mean, reference.norms[step].running_mean)
+    assert norm.norms[1].running_mean.mean() > 0.1 > norm.norms[0].running_mean.abs().max()
+    model = difgan(encdec_norm="batch")
+    assert isinstance(model.generator.backbone.norms[0], StepBatchNorm)
+    assert model.sample(2).shape == (2, *SHAPE)
+    with pytest.raises(ConfigError) as e:
+        difgan(encdec_norm=True)  # the old boolean is rejected with the valid choices
+    assert e.value.key == "model.encdec_norm" and "group, batch, none" in str(e.value)
+
+
 def test_backbone_width_is_the_configured_one():
     assert difgan(channels=6).generator.backbone.conv_in.out_channels == 6  # not the image's channels
     assert ddgan(channels=5, backbone="encdec").generator.backbone.conv_in.out_channels == 5
+
+
+def test_minibatch_stddev_known_values():
+    x = torch.zeros(4, 2, 1, 1)
+    x[:, 0, 0, 0] = torch.tensor([0.0, 1.0, 4.0, 3.0])  # channel 1 is constant: std ~ sqrt(1e-8)
+    out = minibatch_stddev(x, group_size=2)  # groups pair sample b with b + B/2: (0, 4) and (1, 3)
+    assert out.shape == (4, 3, 1, 1) and torch.equal(out[:, :2], x)
+    expected = torch.tensor([(2 + 1e-4) / 2, (1 + 1e-4) / 2] * 2)
+    torch.testing.assert_close(out[:, 2, 0, 0], expected)
+    whole = minibatch_stddev(x, group_size=4)[:, 2, 0, 0]  # population std of 0, 1, 4, 3 is sqrt(2.5)
+    torch.testing.assert_close(whole, torch.full((4,), (math.sqrt(2.5) + 1e-4) / 2))
+
+
+def test_time_conditioned_discriminator_with_mbstd_sees_its_batch_mates():
+    """With the minibatch-stddev feature a sample's logit depends on the other samples of its group (how a
+    collapsed batch gets caught); without it, it does not."""
+    torch.manual_seed(0)
+    x, t = torch.randn(4, *SHAPE), torch.zeros(4, dtype=torch.long)
+    collapsed = x[:1].expand(4, -1, -1, -1)
+    for group, depends in ((4, True), (0, False)):
+        d = TimeConditionedDiscriminator(1, 16, 4, 4, mbstd_group_size=group)
+        nn.init.normal_(d.out.weight)  # make the stddev channel's weight clearly non-zero
+        varied, same = d(x, t)[0], d(collapsed, t)[0]
+        assert torch.isclose(varied, same).item() is not depends
+    assert difgan(d_mbstd_group_size=4).discriminator.mbstd_group_size == 4
+    with pytest.raises(ConfigError) as e:
+        difgan(d_mbstd_group_size=-1)
+    assert e.value.key == "model.d_mbstd_group_size"
 
 
 def test_mlp_gans_and_config_errors():
