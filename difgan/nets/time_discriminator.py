@@ -15,7 +15,8 @@ Two backbones:
   time embedding (learned table or sinusoidal) as a per-channel bias after every convolution, and an optional
   conditioning image concatenated on channels: DifGAN's D(z_k, k) and DDGAN's D(x_{t-1}, t | x_t). With
   ``mbstd_group_size`` > 0, a minibatch-standard-deviation feature map joins the last grid before the output
-  convolution (DDGAN's discriminators have it; it is what stops DifGAN's chain ignoring its input noise).
+  convolution (DDGAN's discriminators have it; a standard guard against a generator collapsing onto one
+  image).
 """
 
 from __future__ import annotations
